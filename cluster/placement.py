@@ -1,0 +1,67 @@
+"""Ray start-up and placement: local or cluster, dashboard and metrics bound to loopback by default."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from cluster.config import Config
+
+log = logging.getLogger("evorl.placement")
+
+# Environment every actor needs: offline hubs, in-process vLLM on CPU, caches in known folders.
+ACTOR_ENV_KEYS = (
+    "EVORL_CACHE",
+    "EVORL_MODEL_DIR",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "VLLM_ENABLE_V1_MULTIPROCESSING",
+    "VLLM_CPU_KVCACHE_SPACE",
+    "TORCH_EXTENSIONS_DIR",
+    "ALFWORLD_DATA",
+)
+
+
+def actor_env(cfg: Config) -> dict[str, str]:
+    from cluster.model_store import project_cache
+
+    cache = str(project_cache())
+    env = {
+        "EVORL_CACHE": cache,
+        "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+        "TRANSFORMERS_OFFLINE": os.environ.get("TRANSFORMERS_OFFLINE", "1"),
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+        "VLLM_CPU_KVCACHE_SPACE": str(max(1, int(cfg.engine.kv_cache_gib))),
+        "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", f"{cache}/torch_extensions"),
+        "ALFWORLD_DATA": os.environ.get("ALFWORLD_DATA", f"{cache}/alfworld"),
+    }
+    for k in ACTOR_ENV_KEYS:
+        if k in os.environ:
+            env.setdefault(k, os.environ[k])
+    return env
+
+
+def init_ray(cfg: Config) -> None:
+    """Join cluster.address (or start a local Ray) and print where the dashboard is."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    c = cfg.cluster
+    kwargs: dict = {"runtime_env": {"env_vars": actor_env(cfg)}, "log_to_driver": True}
+    if c.address:
+        ray.init(address=c.address, **kwargs)
+    else:
+        ray.init(
+            include_dashboard=c.include_dashboard,
+            dashboard_host=c.dashboard_host,
+            dashboard_port=c.dashboard_port,
+            _metrics_export_port=c.metrics_export_port,
+            **kwargs,
+        )
+    ctx = ray.get_runtime_context()
+    url = getattr(ray, "_private", None) and ray._private.worker.global_worker.node.address_info.get(
+        "webui_url"
+    )
+    log.info("Ray %s: dashboard %s (token auth: see README)", ctx.gcs_address, url or "n/a")
+    print(f"[evorl] Ray dashboard: http://{url}" if url else "[evorl] Ray dashboard disabled")

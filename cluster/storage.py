@@ -1,0 +1,74 @@
+"""Atomic, checksummed files: every file the system writes goes through here.
+
+write: temp file in the same folder + fsync + os.replace, so a crash leaves the old version or the
+new one, never half of either. JSON state carries a sha256 of its payload, checked on read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+class CorruptFileError(ValueError):
+    pass
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, payload: Any) -> None:
+    body = json.dumps(payload, sort_keys=True, indent=1)
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    atomic_write_bytes(
+        path, json.dumps({"sha256": digest, "payload": payload}, sort_keys=True, indent=1).encode()
+    )
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a file written by write_json; CorruptFileError (naming the path) if truncated or altered."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+        payload = doc["payload"]
+        digest = doc["sha256"]
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
+        raise CorruptFileError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
+    if hashlib.sha256(json.dumps(payload, sort_keys=True, indent=1).encode()).hexdigest() != digest:
+        raise CorruptFileError(f"{path}: checksum mismatch")
+    return payload
+
+
+def publish_dir(tmp_dir: Path, final_dir: Path) -> None:
+    """Move a fully written folder into place; the previous one is removed only after the rename."""
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    old = None
+    if final_dir.exists():
+        old = final_dir.with_name(f".old-{final_dir.name}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final_dir, old)
+    os.replace(tmp_dir, final_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,406 @@
+"""The single controller: Evolving-RL's four stages per iteration, every heavy step remote.
+
+tasks      = sampler.next(B)                      # trained task types only
+src        = rollout.play(tasks, skill=None)      # source episodes
+cands      = extract(src, N)                      # N candidate skills per trajectory
+neighbours = retriever.similar(task, K)           # K similar training tasks per source task
+down       = skill_eval.play(neighbours x cands)  # downstream episodes, skill in the system prompt
+turns      = rewards.assign_evolving(cands)       # advantages (extractor 0.2 / solver 1.0 in the loss)
+stats      = learner.train(turns)                 # clipped PG + low-var KL + entropy, masked
+broadcast(learner -> rollout pools)               # every engine on the same version
+library.update(cands)                             # gate: accept, merge, retire
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+from cluster import placement
+from cluster.checkpoint import CheckpointManager
+from cluster.config import Config, dump_config
+from cluster.metrics import Metrics
+from cluster.records import EpisodeResult, TaskSpec, Turn, turns_to_table
+from cluster.rewards import Candidate, assign_evolving, assign_grpo
+from cluster.sampler import TaskSampler
+from cluster.storage import atomic_write_bytes
+
+log = logging.getLogger("evorl.trainer")
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: Path) -> None:
+        from actors.engine import GenParams
+        from actors.pool import RolloutPool
+        from envs import list_tasks
+        from learner.group import LearnerGroup
+        from skills.library import SkillLibrary
+        from skills.retrieval import TaskIndex
+
+        self.cfg, self.run_dir = cfg, run_dir
+        self.mode = cfg.trainer.mode
+        self.metrics = Metrics(run_dir)
+        self.timers: dict[str, float] = defaultdict(float)  # cumulative, per stage
+        self.last_times: dict[str, float] = {}  # this iteration, per stage
+        all_train = list_tasks(cfg.env, cfg.env.train_split)
+        trained = set(cfg.env.trained_types) or {t.task_type for t in all_train}
+        self.train_tasks = [t for t in all_train if t.task_type in trained]
+        self.sampler = TaskSampler(self.train_tasks, cfg.trainer.seed)
+        self.retriever = TaskIndex(self.train_tasks, backend=cfg.skills.embedding)
+        self.library = SkillLibrary(run_dir / "skills")
+        self.learners = LearnerGroup(cfg)
+        self.rollout = RolloutPool(cfg, "rollout", cfg.rollout.num_workers)
+        n_eval = cfg.skills.num_eval_workers
+        self.skill_eval = RolloutPool(cfg, "skill-eval", n_eval) if n_eval else self.rollout
+        self.pools = [self.rollout] if self.skill_eval is self.rollout else [self.rollout, self.skill_eval]
+        r = cfg.rollout
+        self.solver_gen = GenParams(temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_new_tokens)
+        self.eval_gen = GenParams(temperature=r.eval_temperature, top_p=1.0, max_tokens=r.max_new_tokens)
+        self.version = 0
+        self.iteration = 0
+        self.ckpt = CheckpointManager(run_dir / "checkpoints", keep=cfg.learner.keep_checkpoints)
+
+    # ---- the algorithm -------------------------------------------------------------------------
+    def step(self) -> dict[str, float]:
+        cfg, it = self.cfg, self.iteration
+        rng = random.Random(f"{cfg.trainer.seed}-{it}")
+        tasks = self.sampler.next(cfg.trainer.batch_size)
+        stats: dict[str, float] = {}
+        if self.mode == "grpo":
+            with self.timer("rollout"):
+                group = [t for t in tasks for _ in range(cfg.trainer.grpo_samples)]
+                episodes = self.rollout.play(group, [None] * len(group), self.solver_gen)
+            turns = assign_grpo(episodes)
+            stats |= episode_stats("source", episodes)
+            candidates: list[list[Candidate]] = []
+        else:
+            with self.timer("source"):
+                src = self.rollout.play(tasks, [None] * len(tasks), self.solver_gen)
+            with self.timer("extract"):
+                candidates = self.extract(src, cfg.skills.n_candidates, seed=rng.randrange(2**31))
+            with self.timer("downstream"):
+                self.play_downstream(candidates)
+            turns = assign_evolving(candidates) if self.mode == "evolving" else []
+            stats |= episode_stats("source", src)
+            stats |= candidate_stats(candidates)
+        with self.timer("learn"):
+            if turns:
+                stats |= {f"learner/{k}": v for k, v in self.learners.train(turns_to_table(turns)).items()}
+        with self.timer("broadcast"):
+            if turns:
+                self.version += 1
+                weights = self.learners.weights()
+                for pool in self.pools:
+                    pool.broadcast(weights, self.version)
+        with self.timer("library"):
+            if candidates:
+                stats |= self.update_library(candidates)
+        self.save_trajectories(turns)
+        stats["policy_version"] = self.version
+        stats["turns"] = len(turns)
+        return stats
+
+    def extract(self, src: list[EpisodeResult], n: int, seed: int) -> list[list[Candidate]]:
+        """N candidate skills per source trajectory, sampled from the extractor prompt."""
+        from actors.engine import GenParams
+        from skills.extractor import extractor_prompt_ids
+        from skills.parse import parse_skill
+        from skills.schema import SKILL_JSON_SCHEMA
+
+        s = self.cfg.skills
+        gen = GenParams(
+            temperature=s.extractor_temperature,
+            top_p=1.0,
+            max_tokens=s.extractor_max_tokens,
+            seed=seed,
+            n=n,
+            json_schema=SKILL_JSON_SCHEMA if s.constrained_json else None,
+        )
+        prompts = [extractor_prompt_ids(self.rollout.tokenizer, ep, s.max_skill_chars) for ep in src]
+        outs = self.rollout.generate(prompts, gen)
+        result = []
+        for ep, prompt, gens in zip(src, prompts, outs):
+            cands = []
+            for j, g in enumerate(gens):
+                parsed = parse_skill(g.text, max_chars=s.max_skill_chars)
+                turn = Turn(
+                    episode_id=f"{ep.episode_id}/x{j}",
+                    turn=0,
+                    task_id=ep.task.task_id,
+                    task_type=ep.task.task_type,
+                    role="extractor",
+                    prompt_ids=list(prompt),
+                    response_ids=list(g.token_ids),
+                    response_logprobs=list(g.logprobs),
+                    policy_version=self.version,
+                )
+                extraction = EpisodeResult(
+                    episode_id=turn.episode_id,
+                    task=ep.task,
+                    role="extractor",
+                    won=False,
+                    reward=0.0,
+                    steps=1,
+                    turns=[turn],
+                    policy_version=self.version,
+                    text=g.text,
+                )
+                cands.append(Candidate(ep, extraction, parsed.skill, parsed.reason))
+            result.append(cands)
+        return result
+
+    def play_downstream(self, candidates: list[list[Candidate]]) -> None:
+        """Each parsed skill plays the K training tasks most similar to its source task (x repeats)."""
+        from skills.schema import render_card
+
+        s = self.cfg.skills
+        jobs: list[tuple[Candidate, TaskSpec, str | None]] = []
+        for cands in candidates:
+            neighbours = self.retriever.similar(cands[0].source.task, s.k_neighbours)
+            for c in cands:
+                if c.skill is None:
+                    continue  # reward 0 without playing: the paper's malformed-JSON rule
+                card = render_card(c.skill)
+                jobs += [(c, t, card) for t in neighbours for _ in range(s.repeats)]
+        if not jobs:
+            return
+        episodes = self.skill_eval.play([t for _, t, _ in jobs], [k for _, _, k in jobs], self.solver_gen)
+        for (c, _, _), ep in zip(jobs, episodes):
+            ep.skill_id = c.skill.skill_id if c.skill else ""
+            for t in ep.turns:
+                t.skill_id = ep.skill_id
+            c.downstream.append(ep)
+
+    def update_library(self, candidates: list[list[Candidate]]) -> dict[str, float]:
+        """Record each parsed candidate's downstream results; the library's gate accepts/retires."""
+        for cands in candidates:
+            rates = [c.win_rate for c in cands if c.skill is not None and c.downstream]
+            baseline = sum(rates) / len(rates) if rates else 0.0
+            for c in cands:
+                if c.skill is None or not c.downstream:
+                    continue
+                done = [e for e in c.downstream if not e.failed]
+                self.library.add_trials(
+                    c.skill,
+                    source_task=c.source.task.task_id,
+                    iteration=self.iteration,
+                    policy_version=self.version,
+                    trials=len(done),
+                    wins=sum(e.won for e in done),
+                    baseline_rate=baseline,
+                )
+        self.library.gate(self.cfg.skills)
+        self.library.save()
+        return {f"skills/{k}": v for k, v in self.library.summary().items()}
+
+    def evaluate(self) -> dict[str, float]:
+        library = self.library if self.mode != "grpo" else None
+        trained = {t.task_type for t in self.train_tasks}
+        return evaluate(self.cfg, self.rollout, self.eval_gen, trained, library)
+
+    # ---- bookkeeping ---------------------------------------------------------------------------
+    @contextmanager
+    def timer(self, stage: str):
+        t0 = time.perf_counter()
+        yield
+        self.timers[stage] += time.perf_counter() - t0
+        self.last_times[stage] = time.perf_counter() - t0
+
+    def save_trajectories(self, turns: list[Turn]) -> None:
+        if not turns:
+            return
+        import pyarrow.parquet as pq
+
+        path = self.run_dir / "trajectories" / f"iter-{self.iteration:05d}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        pq.write_table(turns_to_table(turns), tmp)
+        tmp.replace(path)
+
+    def state(self) -> dict:
+        return {
+            "iteration": self.iteration,
+            "version": self.version,
+            "sampler": self.sampler.state(),
+            "library_version": self.library.version,
+            "timers": dict(self.timers),
+        }
+
+    def save(self) -> Path:
+        return self.ckpt.save(self.iteration, self.learners, self.state())
+
+    def restore(self) -> bool:
+        found = self.ckpt.latest()
+        if found is None:
+            return False
+        path, state = found
+        self.learners.load(path)
+        self.iteration, self.version = state["iteration"], state["version"]
+        self.sampler.restore(state["sampler"])
+        self.library.load(version=state["library_version"])
+        self.timers.update(state.get("timers", {}))
+        weights = self.learners.weights()
+        for pool in self.pools:
+            pool.broadcast(weights, self.version)
+        log.info("resumed from %s at iteration %d (policy version %d)", path, self.iteration, self.version)
+        return True
+
+    def shutdown(self) -> None:
+        self.metrics.close()
+        for pool in self.pools:
+            pool.shutdown()
+        self.learners.shutdown()
+
+
+def episode_stats(prefix: str, episodes: list[EpisodeResult]) -> dict[str, float]:
+    ok = [e for e in episodes if not e.failed]
+    n = max(len(ok), 1)
+    return {
+        f"{prefix}/success": sum(e.won for e in ok) / n,
+        f"{prefix}/episodes": len(episodes),
+        f"{prefix}/failed": len(episodes) - len(ok),
+        f"{prefix}/steps": sum(e.steps for e in ok) / n,
+        f"{prefix}/invalid_actions": sum(e.invalid_actions for e in ok),
+        f"{prefix}/unparsable_actions": sum(e.unparsable_actions for e in ok),
+        f"{prefix}/truncated": sum(e.truncated for e in ok),
+    }
+
+
+def candidate_stats(candidates: list[list[Candidate]]) -> dict[str, float]:
+    flat = [c for cs in candidates for c in cs]
+    down = [e for c in flat for e in c.downstream]
+    parsed = [c for c in flat if c.skill is not None]
+    return {
+        "skills/candidates": len(flat),
+        "skills/parse_failure_rate": 1 - len(parsed) / max(len(flat), 1),
+        "skills/mean_candidate_win_rate": sum(c.win_rate for c in parsed) / max(len(parsed), 1),
+    } | episode_stats("downstream", down)
+
+
+def train(cfg: Config, resume: bool = False, config_path: str = "") -> int:
+    """`evorl train`: set up Ray and the actors, run the iterations, checkpoint, summarise."""
+    from tqdm import tqdm
+
+    run_dir = Path(cfg.trainer.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode())
+    placement.init_ray(cfg)
+    ensure_data(cfg)
+    trainer = Trainer(cfg, run_dir)
+    try:
+        if resume and not trainer.restore():
+            log.warning("--resume: no checkpoint in %s, starting from scratch", run_dir / "checkpoints")
+        bar = tqdm(total=cfg.trainer.iterations, initial=trainer.iteration, desc="iterations", unit="it")
+        while trainer.iteration < cfg.trainer.iterations:
+            trainer.last_times = {}
+            t0 = time.perf_counter()
+            stats = trainer.step()
+            trainer.iteration += 1
+            e = cfg.trainer.eval_every
+            if e and trainer.iteration % e == 0:
+                stats |= trainer.evaluate()
+            stats["iteration_s"] = time.perf_counter() - t0
+            stats |= {f"time/{k}": v for k, v in trainer.last_times.items()}
+            trainer.metrics.log(trainer.iteration, stats)
+            if (
+                trainer.iteration % cfg.trainer.checkpoint_every == 0
+                or trainer.iteration == cfg.trainer.iterations
+            ):
+                trainer.save()
+            bar.update(1)
+            bar.set_postfix(src=f"{stats.get('source/success', 0):.2f}", v=trainer.version)
+        bar.close()
+        final = trainer.evaluate() if cfg.env.eval_splits else {}
+        trainer.metrics.log(trainer.iteration, final)
+        print_summary(trainer, final)
+    finally:
+        trainer.shutdown()
+    return 0
+
+
+def print_summary(trainer: Trainer, final: dict[str, float]) -> None:
+    lines = [
+        f"\n== evorl {trainer.mode}: {trainer.iteration} iterations, policy version {trainer.version} =="
+    ]
+    for k, v in sorted(final.items()):
+        lines.append(f"  {k:50s} {v:.3f}")
+    lines.append(f"  skills in library: {trainer.library.summary()}")
+    lines.append("  time per stage (s): " + ", ".join(f"{k} {v:.1f}" for k, v in trainer.timers.items()))
+    lines.append(f"  run folder: {trainer.run_dir}")
+    print("\n".join(lines))
+
+
+def ensure_data(cfg: Config) -> None:
+    """Generated ALFWorld games are made on first use (the official data is used as found)."""
+    if cfg.env.name != "alfworld":
+        return
+    root = Path(cfg.env.data_dir)
+    if (root / cfg.env.train_split).exists():
+        return
+    from envs.alfworld.generator import generate
+
+    log.info("generating ALFWorld games (%s preset) in %s", cfg.env.generate_preset, root)
+    generate(root, per_type=cfg.env.generate_per_type, seed=cfg.trainer.seed, preset=cfg.env.generate_preset)
+
+
+def evaluate(cfg: Config, pool, gen, trained_types: set[str], library=None) -> dict[str, float]:
+    """Greedy episodes on the eval splits: success per task type, trained vs held-out, overall."""
+    from envs import list_tasks
+
+    stats: dict[str, float] = {}
+    for split in cfg.env.eval_splits:
+        tasks = list_tasks(cfg.env, split)
+        tasks = random.Random(cfg.trainer.seed).sample(tasks, min(len(tasks), cfg.trainer.eval_tasks))
+        skills = [library.render_best(t) if library is not None else None for t in tasks]
+        episodes = pool.play(tasks, skills, gen)
+        by_type: dict[str, list[bool]] = defaultdict(list)
+        for ep in episodes:
+            by_type[ep.task.task_type].append(ep.won and not ep.failed)
+        groups = {"success": list(by_type)}
+        groups["trained_success"] = [tt for tt in by_type if tt in trained_types]
+        groups["heldout_success"] = [tt for tt in by_type if tt not in trained_types]
+        for tt, wins in by_type.items():
+            stats[f"eval/{split}/{tt}"] = sum(wins) / len(wins)
+        for name, types_ in groups.items():
+            wins = [w for tt in types_ for w in by_type[tt]]
+            if wins:
+                stats[f"eval/{split}/{name}"] = sum(wins) / len(wins)
+    return stats
+
+
+def evaluate_only(cfg: Config, checkpoint: str = "", skills: str = "", as_json: bool = False) -> int:
+    """`evorl eval`: any model (a checkpoint or the config's) with an optional skill library."""
+    import json
+
+    from actors.engine import GenParams
+    from actors.pool import RolloutPool
+    from envs import list_tasks
+    from skills.library import SkillLibrary
+
+    if checkpoint:
+        cfg = replace(cfg, model=replace(cfg.model, path=checkpoint))
+    placement.init_ray(cfg)
+    ensure_data(cfg)
+    trained = set(cfg.env.trained_types) or {t.task_type for t in list_tasks(cfg.env, cfg.env.train_split)}
+    library = SkillLibrary(Path(skills)) if skills else None
+    if library is not None:
+        library.load()
+    pool = RolloutPool(cfg, "rollout", cfg.rollout.num_workers)
+    gen = GenParams(
+        temperature=cfg.rollout.eval_temperature, top_p=1.0, max_tokens=cfg.rollout.max_new_tokens
+    )
+    try:
+        stats = evaluate(cfg, pool, gen, trained, library)
+    finally:
+        pool.shutdown()
+    print(
+        json.dumps(stats, indent=1)
+        if as_json
+        else "\n".join(f"{k:50s} {v:.3f}" for k, v in sorted(stats.items()))
+    )
+    return 0

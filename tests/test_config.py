@@ -59,3 +59,8 @@ def test_int_widens_to_float_and_missing_file(tmp_path):
     assert load_config(None, ["rollout.temperature=1"]).rollout.temperature == 1.0
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("path", sorted(__import__("pathlib").Path("configs").glob("*.yaml")))
+def test_shipped_configs_validate(path):
+    load_config(path)

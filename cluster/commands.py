@@ -30,6 +30,10 @@ def add_commands(sub: argparse._SubParsersAction, data_sub: argparse._SubParsers
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("plot", help="learning-curve PNGs from a run folder")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_plot)
+
 
 def cmd_prepare_model(args: argparse.Namespace) -> int:
     from cluster.model_store import embedded_dir, is_prepared, prepare_embedded
@@ -95,3 +99,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     return evaluate_only(cfg, checkpoint=args.checkpoint, skills=args.skills, as_json=args.json)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from cluster.plot import plot_run
+
+    for path in plot_run(args.run_dir):
+        print(path)
+    return 0

@@ -47,6 +47,11 @@ def write_json(path: str | Path, payload: Any) -> None:
     )
 
 
+def write_json_plain(path: str | Path, payload: Any) -> None:
+    """Human-facing JSON (summaries): atomic, no checksum envelope."""
+    atomic_write_bytes(path, (json.dumps(payload, indent=1, sort_keys=True) + "\n").encode())
+
+
 def read_json(path: str | Path) -> Any:
     """Read a file written by write_json; CorruptFileError (naming the path) if truncated or altered."""
     path = Path(path)

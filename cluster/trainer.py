@@ -18,7 +18,7 @@ import random
 import time
 from collections import defaultdict
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cluster import placement
@@ -26,11 +26,30 @@ from cluster.checkpoint import CheckpointManager
 from cluster.config import Config, dump_config
 from cluster.metrics import Metrics
 from cluster.records import EpisodeResult, TaskSpec, Turn, turns_to_table
-from cluster.rewards import Candidate, assign_evolving, assign_grpo
 from cluster.sampler import TaskSampler
-from cluster.storage import atomic_write_bytes
+from cluster.storage import atomic_write_bytes, write_json_plain
+from learner.advantages import assign_evolving, assign_grpo
+from skills.schema import Skill
 
 log = logging.getLogger("evorl.trainer")
+
+
+@dataclass
+class Candidate:
+    """One extractor sample for one source trajectory, and the downstream episodes its skill played."""
+
+    source: EpisodeResult
+    extraction: (
+        EpisodeResult  # role="extractor": one Turn holding the generated JSON; skill_id "" if unparsed
+    )
+    skill: Skill | None
+    reason: str | None  # parse failure reason when skill is None
+    downstream: list[EpisodeResult] = field(default_factory=list)
+
+    @property
+    def win_rate(self) -> float:
+        done = [e for e in self.downstream if not e.failed]
+        return sum(e.won for e in done) / len(done) if done else 0.0
 
 
 class Trainer:
@@ -75,8 +94,10 @@ class Trainer:
             with self.timer("rollout"):
                 group = [t for t in tasks for _ in range(cfg.trainer.grpo_samples)]
                 episodes = self.rollout.play(group, [None] * len(group), self.solver_gen)
-            turns = assign_grpo(episodes)
-            stats |= episode_stats("source", episodes)
+            for ep in episodes:
+                ep.reward = float(ep.won)
+            turns, adv = assign_grpo(episodes)
+            stats |= adv.as_metrics("adv/") | episode_stats("source", episodes)
             candidates: list[list[Candidate]] = []
         else:
             with self.timer("source"):
@@ -85,7 +106,12 @@ class Trainer:
                 candidates = self.extract(src, cfg.skills.n_candidates, seed=rng.randrange(2**31))
             with self.timer("downstream"):
                 self.play_downstream(candidates)
-            turns = assign_evolving(candidates) if self.mode == "evolving" else []
+            turns = []
+            if self.mode == "evolving":
+                extractions = [c.extraction for cs in candidates for c in cs]
+                downstream = [e for cs in candidates for c in cs for e in c.downstream]
+                turns, adv = assign_evolving(extractions, downstream)
+                stats |= adv.as_metrics("adv/")
             stats |= episode_stats("source", src)
             stats |= candidate_stats(candidates)
         with self.timer("learn"):
@@ -171,7 +197,8 @@ class Trainer:
             return
         episodes = self.skill_eval.play([t for _, t, _ in jobs], [k for _, _, k in jobs], self.solver_gen)
         for (c, _, _), ep in zip(jobs, episodes):
-            ep.skill_id = c.skill.skill_id if c.skill else ""
+            ep.skill_id = c.extraction.skill_id
+            ep.reward = float(ep.won)  # the paper's downstream reward: success
             for t in ep.turns:
                 t.skill_id = ep.skill_id
             c.downstream.append(ep)
@@ -293,8 +320,12 @@ def train(cfg: Config, resume: bool = False, config_path: str = "") -> int:
     ensure_data(cfg)
     trainer = Trainer(cfg, run_dir)
     try:
-        if resume and not trainer.restore():
-            log.warning("--resume: no checkpoint in %s, starting from scratch", run_dir / "checkpoints")
+        resumed_from = None
+        if resume:
+            if trainer.restore():
+                resumed_from = trainer.iteration
+            else:
+                log.warning("--resume: no checkpoint in %s, starting from scratch", run_dir / "checkpoints")
         bar = tqdm(total=cfg.trainer.iterations, initial=trainer.iteration, desc="iterations", unit="it")
         while trainer.iteration < cfg.trainer.iterations:
             trainer.last_times = {}
@@ -317,6 +348,17 @@ def train(cfg: Config, resume: bool = False, config_path: str = "") -> int:
         bar.close()
         final = trainer.evaluate() if cfg.env.eval_splits else {}
         trainer.metrics.log(trainer.iteration, final)
+        summary = {
+            "mode": trainer.mode,
+            "iteration": trainer.iteration,
+            "policy_version": trainer.version,
+            "worker_versions": {k: v for pool in trainer.pools for k, v in pool.versions().items()},
+            "resumed_from_iteration": resumed_from,
+            "library": trainer.library.summary(),
+            "final_eval": final,
+            "time_per_stage_s": dict(trainer.timers),
+        }
+        write_json_plain(run_dir / "summary.json", summary)
         print_summary(trainer, final)
     finally:
         trainer.shutdown()

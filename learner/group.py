@@ -1,0 +1,115 @@
+"""LearnerGroup: M Learner ranks as Ray actors (learner-<i>) in one placement group, one DP group.
+
+The driver-facing API is whole-batch: `train(table)` shards rows (whole sequences, balanced by
+tokens) across ranks and returns rank 0's metrics, which are already reduced over all ranks.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pyarrow as pa
+
+from cluster.config import Config
+from learner.batching import shard_by_tokens
+
+log = logging.getLogger(__name__)
+
+
+class LearnerGroup:
+    def __init__(
+        self,
+        cfg: Config,
+        num_cpus_per_learner: float = 1.0,
+        timeout_s: float = 1800.0,
+        name_prefix: str = "learner",
+    ) -> None:
+        import ray
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        from learner.actor import Learner
+
+        self.cfg = cfg
+        self.timeout_s = timeout_s
+        m = cfg.learner.num_learners
+        gpus = cfg.learner.num_gpus_per_learner
+        bundle = {"CPU": num_cpus_per_learner, **({"GPU": gpus} if gpus else {})}
+        self.pg = placement_group([dict(bundle) for _ in range(m)], strategy="PACK")
+        try:
+            ray.get(self.pg.ready(), timeout=timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            raise TimeoutError(
+                f"learner placement group ({m} x {bundle}) not schedulable within {timeout_s}s"
+            ) from None
+        remote = ray.remote(Learner)
+        self.actors = [
+            remote.options(
+                name=f"{name_prefix}-{i}",
+                num_cpus=num_cpus_per_learner,
+                num_gpus=gpus,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=i),
+            ).remote(cfg, rank=i, world_size=m)
+            for i in range(m)
+        ]
+        addr, port = self._get([self.actors[0].address.remote()], "address")[0]
+        self.info = self._get([a.setup.remote(addr, port) for a in self.actors], "setup")
+        log.info("learner group ready: %d ranks, master %s:%d", m, addr, port)
+
+    def _get(self, refs: list, stage: str) -> list:
+        import ray
+
+        try:
+            return ray.get(refs, timeout=self.timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            raise TimeoutError(f"learner group: {stage} did not finish within {self.timeout_s}s") from None
+        except ray.exceptions.RayActorError as e:
+            raise RuntimeError(f"learner group: a learner actor died during {stage}: {e}") from e
+
+    @property
+    def size(self) -> int:
+        return len(self.actors)
+
+    def _shards(self, table: pa.Table) -> list[pa.Table]:
+        lengths = [
+            len(p) + len(r)
+            for p, r in zip(table.column("prompt_ids").to_pylist(), table.column("response_ids").to_pylist())
+        ]
+        return [table.take(idx) for idx in shard_by_tokens(lengths, self.size)]
+
+    def train(self, table: pa.Table) -> dict[str, float]:
+        shards = self._shards(table)
+        return self._get([a.train.remote(s) for a, s in zip(self.actors, shards)], "train")[0]
+
+    def sft(self, table: pa.Table) -> dict[str, float]:
+        shards = self._shards(table)
+        return self._get([a.sft.remote(s) for a, s in zip(self.actors, shards)], "sft")[0]
+
+    def set_lr(self, lr: float) -> None:
+        self._get([a.set_lr.remote(lr) for a in self.actors], "set_lr")
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """Full HF-named weights from rank 0 (all ranks take part: ZeRO-3 gathers)."""
+        return self._get([a.get_weights.remote() for a in self.actors], "get_weights")[0]
+
+    def weights_ref(self):
+        """ObjectRef of the weights, put by rank 0 itself (no copy through the driver)."""
+        return self._get([a.put_weights.remote() for a in self.actors], "put_weights")[0][0]
+
+    def digests(self) -> list[str]:
+        return self._get([a.weights_digest.remote() for a in self.actors], "weights_digest")
+
+    def save(self, root: str) -> str:
+        return self._get([a.save_checkpoint.remote(root) for a in self.actors], "save_checkpoint")[0]
+
+    def load(self, path: str) -> int:
+        return self._get([a.load_checkpoint.remote(path) for a in self.actors], "load_checkpoint")[0]
+
+    def shutdown(self) -> None:
+        import ray
+        from ray.util.placement_group import remove_placement_group
+
+        for a in self.actors:
+            ray.kill(a)
+        remove_placement_group(self.pg)

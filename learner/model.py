@@ -1,0 +1,66 @@
+"""The policy as the learner trains it, and the DeepSpeed config: torch-only (no Ray, Arrow or YAML),
+so benchmarks/gpu_smoke.py can use it on a bare GPU machine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class TokenLogits(nn.Module):
+    """Wraps an HF causal LM so the engine call computes the LM head only where loss is taken.
+
+    Prompts are long and responses short in agent turns; projecting every position onto a 49k
+    vocabulary would dominate memory and time.
+    """
+
+    def __init__(self, lm: nn.Module) -> None:
+        super().__init__()
+        self.lm = lm
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, select: torch.Tensor
+    ) -> torch.Tensor:
+        hidden = self.lm.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        h = hidden.last_hidden_state[:, :-1][select]
+        return self.lm.get_output_embeddings()(h).float()
+
+
+def on_gpu() -> bool:
+    return torch.cuda.is_available()
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if on_gpu() else torch.float32
+    return getattr(torch, name)
+
+
+def deepspeed_config(lcfg: Any, world_size: int, dtype: torch.dtype, gpu: bool) -> dict:
+    """`lcfg`: cluster.config.LearnerConfig (or anything with its zero_stage, grad_clip, optimizer)."""
+    # CPU: DeepSpeed's 5e8-element default buckets allocate GBs for nothing at this model size.
+    bucket = int(5e8) if gpu else int(2e7)
+    zero: dict = {
+        "stage": lcfg.zero_stage,
+        "reduce_bucket_size": bucket,
+        "allgather_bucket_size": bucket,
+        "overlap_comm": gpu,
+        "contiguous_gradients": True,
+    }
+    if lcfg.zero_stage == 3:
+        zero.update(stage3_prefetch_bucket_size=bucket, stage3_param_persistence_threshold=int(1e5))
+    if lcfg.optimizer == "cpu_adam" and gpu:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    return {
+        "train_micro_batch_size_per_gpu": 1,  # micro-batches are token-budgeted by us, not counted by DS
+        "gradient_accumulation_steps": 1,  # accumulation boundary set explicitly per micro-batch
+        "train_batch_size": world_size,
+        "gradient_clipping": lcfg.grad_clip,
+        "zero_optimization": zero,
+        "bf16": {"enabled": dtype == torch.bfloat16},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }

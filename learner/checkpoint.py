@@ -12,6 +12,8 @@ import re
 import shutil
 from pathlib import Path
 
+from cluster.storage import atomic_write_text, fsync_dir, fsync_tree
+
 _STEP = re.compile(r"^step-(\d+)$")
 
 
@@ -21,34 +23,6 @@ def step_name(version: int) -> str:
 
 def tmp_checkpoint_dir(root: str | Path, version: int) -> Path:
     return Path(root) / f".tmp-{step_name(version)}"
-
-
-def _fsync_tree(path: Path) -> None:
-    for dirpath, _, files in os.walk(path):
-        for f in files:
-            fd = os.open(os.path.join(dirpath, f), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(dirpath))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def list_checkpoints(root: str | Path) -> list[Path]:
@@ -64,7 +38,7 @@ def finalize_checkpoint(root: str | Path, tmp: Path, version: int, keep: int) ->
     """Publish `tmp` as <root>/step-<version>, point `latest` at it, delete all but the newest `keep`."""
     root = Path(root)
     final = root / step_name(version)
-    _fsync_tree(tmp)
+    fsync_tree(tmp)
     if final.exists():  # same version saved again (e.g. no step in between): replace it
         old = root / f".old-{final.name}"
         shutil.rmtree(old, ignore_errors=True)
@@ -73,8 +47,8 @@ def finalize_checkpoint(root: str | Path, tmp: Path, version: int, keep: int) ->
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
-    _fsync_dir(root)
-    write_text_atomic(root / "latest", final.name + "\n")
+    fsync_dir(root)
+    atomic_write_text(root / "latest", final.name + "\n")
     for old in list_checkpoints(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final

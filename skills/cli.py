@@ -1,0 +1,159 @@
+"""`evorl skills list|show|export|import --library DIR`: inspect and move skill libraries.
+
+Export writes `<out>.jsonl` (one record per skill: skill, provenance, stats, status, embedding) and
+`<out>.md` (the Markdown cards the solver sees). Import reads such a JSONL (or bare skill objects,
+one per line), validates every line, and adds the skills through the library's merge rules; each
+import is saved as a new library version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_commands(sub, data_sub) -> None:
+    p = sub.add_parser("skills", help="inspect, export and import a skill library")
+    ssub = p.add_subparsers(dest="skills_command", required=True)
+
+    def lib_arg(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--library", required=True, help="library folder (library-v*.parquet + manifest.json)")
+
+    q = ssub.add_parser("list", help="one line per skill: id, status, trials, win rate, gain, name")
+    lib_arg(q)
+    q.add_argument("--status", choices=["candidate", "accepted", "retired"], help="only this status")
+    q.set_defaults(func=cmd_list)
+
+    q = ssub.add_parser("show", help="a skill's card, provenance and statistics")
+    lib_arg(q)
+    q.add_argument("skill", help="skill id, id prefix or name")
+    q.add_argument("--json", action="store_true", help="print the full export record as JSON")
+    q.set_defaults(func=cmd_show)
+
+    q = ssub.add_parser("export", help="write OUT.jsonl and OUT.md")
+    lib_arg(q)
+    q.add_argument("--out", required=True, help="output path without extension")
+    q.add_argument("--status", choices=["candidate", "accepted", "retired"], help="only this status")
+    q.set_defaults(func=cmd_export)
+
+    q = ssub.add_parser("import", help="add skills from a JSONL file (export records or bare skills)")
+    lib_arg(q)
+    q.add_argument("file", help="JSONL file")
+    q.set_defaults(func=cmd_import)
+
+
+def _open(args):
+    from skills.library import LibraryError, SkillLibrary
+
+    if not Path(args.library).is_dir():
+        print(f"error: library folder {args.library} does not exist", file=sys.stderr)
+        return None
+    try:
+        lib = SkillLibrary.open(args.library)
+    except LibraryError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
+    for path, why in lib.load_report.skipped:
+        print(f"warning: skipped {path}: {why}", file=sys.stderr)
+    return lib
+
+
+def cmd_list(args) -> int:
+    lib = _open(args)
+    if lib is None:
+        return 1
+    conf = lib.gate.confidence
+    print(f"# {args.library}: version {lib.load_report.version}, {len(lib)} skills")
+    print(
+        f"{'skill_id':<16}  {'status':<9} {'trials':>6} {'win':>5} {'base':>5} {'gain':>6} {'gain_lcb':>8}  name"
+    )
+    for e in lib:
+        if args.status and e.status != args.status:
+            continue
+        s = e.stats
+        lo, _ = s.gain_interval(conf)
+        print(f"{e.skill_id:<16}  {e.status:<9} {s.trials:>6} {s.win_rate:>5.2f} {s.baseline_rate:>5.2f} "
+              f"{s.gain:>+6.2f} {lo:>+8.2f}  {e.skill.name}")  # fmt: skip
+    return 0
+
+
+def cmd_show(args) -> int:
+    from skills.library import entry_record
+    from skills.schema import render_card
+
+    lib = _open(args)
+    if lib is None:
+        return 1
+    try:
+        e = lib.get(args.skill)
+    except KeyError as err:
+        print(f"error: {err.args[0]}", file=sys.stderr)
+        return 1
+    rec = entry_record(e, lib.gate.confidence)
+    if args.json:
+        print(json.dumps(rec, indent=1))
+        return 0
+    st = rec["stats"]
+    print(render_card(e.skill, max_chars=100_000))
+    print(f"\nid {e.skill_id}  status {e.status}  merged {len(e.merged_ids)}")
+    print(f"provenance {rec['provenance']}")
+    print(f"trials {st['trials']} wins {st['wins']} win rate {st['win_rate']:.3f} "
+          f"[{st['win_interval'][0]:.3f}, {st['win_interval'][1]:.3f}]; baseline {st['baseline_wins']}/"
+          f"{st['baseline_trials']}; gain {st['gain']:+.3f} [{st['gain_interval'][0]:+.3f}, "
+          f"{st['gain_interval'][1]:+.3f}] at one-sided confidence {lib.gate.confidence}")  # fmt: skip
+    return 0
+
+
+def cmd_export(args) -> int:
+    from cluster.storage import atomic_write_bytes
+    from skills.library import entry_record
+    from skills.schema import render_card
+
+    lib = _open(args)
+    if lib is None:
+        return 1
+    entries = [e for e in lib if not args.status or e.status == args.status]
+    jsonl = "".join(
+        json.dumps(entry_record(e, lib.gate.confidence), ensure_ascii=False) + "\n" for e in entries
+    )
+    cards = [
+        f"<!-- {e.skill_id} {e.status} -->\n{render_card(e.skill, max_chars=100_000)}\n" for e in entries
+    ]
+    out = Path(args.out)
+    atomic_write_bytes(out.with_name(out.name + ".jsonl"), jsonl.encode())
+    atomic_write_bytes(out.with_name(out.name + ".md"), "\n---\n\n".join(cards).encode())
+    print(f"exported {len(entries)} skills to {out}.jsonl and {out}.md")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from skills.library import LibraryError, entry_from_record
+
+    src = Path(args.file)
+    if not src.is_file():
+        print(f"error: {src} not found", file=sys.stderr)
+        return 1
+    entries = []
+    for n, line in enumerate(src.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entries.append(entry_from_record(json.loads(line), f"{src}:{n}"))
+        except json.JSONDecodeError as e:
+            print(f"error: {src}:{n}: not JSON ({e})", file=sys.stderr)
+            return 1
+        except LibraryError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+    Path(args.library).mkdir(parents=True, exist_ok=True)
+    lib = _open(args)
+    if lib is None:
+        return 1
+    before = len(lib)
+    for e in entries:
+        lib.add(e.skill, e.provenance, e.embedding, e.stats, e.status)
+    path = lib.save()
+    print(f"imported {len(entries)} skills ({len(lib) - before} new, the rest merged) -> {path}")
+    return 0

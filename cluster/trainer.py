@@ -56,10 +56,11 @@ class Trainer:
     def __init__(self, cfg: Config, run_dir: Path) -> None:
         from actors.engine import GenParams
         from actors.pool import RolloutPool
+        from cluster.model_store import project_cache
         from envs import list_tasks
         from learner.group import LearnerGroup
-        from skills.library import SkillLibrary
-        from skills.retrieval import TaskIndex
+        from skills.library import GateConfig, SkillLibrary
+        from skills.retrieval import Embedder, TaskIndex
 
         self.cfg, self.run_dir = cfg, run_dir
         self.mode = cfg.trainer.mode
@@ -70,8 +71,9 @@ class Trainer:
         trained = set(cfg.env.trained_types) or {t.task_type for t in all_train}
         self.train_tasks = [t for t in all_train if t.task_type in trained]
         self.sampler = TaskSampler(self.train_tasks, cfg.trainer.seed)
-        self.retriever = TaskIndex(self.train_tasks, backend=cfg.skills.embedding)
-        self.library = SkillLibrary(run_dir / "skills")
+        self.embedder = Embedder(cfg.skills.embedding)
+        self.retriever = TaskIndex(self.train_tasks, self.embedder, cache_dir=project_cache() / "retrieval")
+        self.library = SkillLibrary.open(run_dir / "skills", GateConfig.from_config(cfg.skills))
         self.learners = LearnerGroup(cfg)
         self.rollout = RolloutPool(cfg, "rollout", cfg.rollout.num_workers)
         n_eval = cfg.skills.num_eval_workers
@@ -105,7 +107,7 @@ class Trainer:
             with self.timer("extract"):
                 candidates = self.extract(src, cfg.skills.n_candidates, seed=rng.randrange(2**31))
             with self.timer("downstream"):
-                self.play_downstream(candidates)
+                baselines = self.play_downstream(candidates)
             turns = []
             if self.mode == "evolving":
                 extractions = [c.extraction for cs in candidates for c in cs]
@@ -125,7 +127,7 @@ class Trainer:
                     pool.broadcast(weights, self.version)
         with self.timer("library"):
             if candidates:
-                stats |= self.update_library(candidates)
+                stats |= self.update_library(candidates, baselines)
         self.save_trajectories(turns)
         stats["policy_version"] = self.version
         stats["turns"] = len(turns)
@@ -180,50 +182,67 @@ class Trainer:
             result.append(cands)
         return result
 
-    def play_downstream(self, candidates: list[list[Candidate]]) -> None:
-        """Each parsed skill plays the K training tasks most similar to its source task (x repeats)."""
+    def play_downstream(self, candidates: list[list[Candidate]]) -> dict[str, list[EpisodeResult]]:
+        """Each parsed skill plays the K training tasks most similar to its source task (x repeats).
+
+        The same K tasks are also played once per repeat with no skill: the library gate's baseline.
+        Returns those no-skill episodes keyed by source episode id (they are not trained on).
+        """
         from skills.schema import render_card
 
         s = self.cfg.skills
-        jobs: list[tuple[Candidate, TaskSpec, str | None]] = []
+        jobs: list[tuple[Candidate | None, str, TaskSpec, str | None]] = []
         for cands in candidates:
-            neighbours = self.retriever.similar(cands[0].source.task, s.k_neighbours)
+            src = cands[0].source
+            neighbours = self.retriever.similar(src.task, s.k_neighbours)
+            jobs += [(None, src.episode_id, t, None) for t in neighbours for _ in range(s.repeats)]
             for c in cands:
                 if c.skill is None:
                     continue  # reward 0 without playing: the paper's malformed-JSON rule
                 card = render_card(c.skill)
-                jobs += [(c, t, card) for t in neighbours for _ in range(s.repeats)]
-        if not jobs:
-            return
-        episodes = self.skill_eval.play([t for _, t, _ in jobs], [k for _, _, k in jobs], self.solver_gen)
-        for (c, _, _), ep in zip(jobs, episodes):
+                jobs += [(c, src.episode_id, t, card) for t in neighbours for _ in range(s.repeats)]
+        episodes = self.skill_eval.play([j[2] for j in jobs], [j[3] for j in jobs], self.solver_gen)
+        baselines: dict[str, list[EpisodeResult]] = defaultdict(list)
+        for (c, src_id, _, _), ep in zip(jobs, episodes):
+            if c is None:
+                baselines[src_id].append(ep)
+                continue
             ep.skill_id = c.extraction.skill_id
             ep.reward = float(ep.won)  # the paper's downstream reward: success
             for t in ep.turns:
                 t.skill_id = ep.skill_id
             c.downstream.append(ep)
+        return baselines
 
-    def update_library(self, candidates: list[list[Candidate]]) -> dict[str, float]:
-        """Record each parsed candidate's downstream results; the library's gate accepts/retires."""
+    def update_library(
+        self, candidates: list[list[Candidate]], baselines: dict[str, list[EpisodeResult]]
+    ) -> dict[str, float]:
+        """Each parsed candidate enters the library (or merges into a near-duplicate) with its
+        downstream trials against the no-skill baseline on the same tasks; the gate accepts/retires."""
+        from skills.library import Provenance
+        from skills.retrieval import skill_key
+
         for cands in candidates:
-            rates = [c.win_rate for c in cands if c.skill is not None and c.downstream]
-            baseline = sum(rates) / len(rates) if rates else 0.0
+            base = [e for e in baselines.get(cands[0].source.episode_id, []) if not e.failed]
             for c in cands:
                 if c.skill is None or not c.downstream:
                     continue
                 done = [e for e in c.downstream if not e.failed]
-                self.library.add_trials(
-                    c.skill,
-                    source_task=c.source.task.task_id,
-                    iteration=self.iteration,
-                    policy_version=self.version,
+                prov = Provenance(
+                    c.source.task.task_id, self.iteration, self.version, c.source.task.task_type
+                )
+                emb = self.embedder.embed([skill_key(c.skill)])[0]
+                holder = self.library.add(c.skill, prov, embedding=[float(x) for x in emb])
+                self.library.record_trials(
+                    holder,
                     trials=len(done),
                     wins=sum(e.won for e in done),
-                    baseline_rate=baseline,
+                    baseline_trials=len(base),
+                    baseline_wins=sum(e.won for e in base),
+                    failed=len(c.downstream) - len(done),
                 )
-        self.library.gate(self.cfg.skills)
         self.library.save()
-        return {f"skills/{k}": v for k, v in self.library.summary().items()}
+        return {f"skills/library_{k}": v for k, v in library_summary(self.library).items()}
 
     def evaluate(self) -> dict[str, float]:
         library = self.library if self.mode != "grpo" else None
@@ -254,7 +273,7 @@ class Trainer:
             "iteration": self.iteration,
             "version": self.version,
             "sampler": self.sampler.state(),
-            "library_version": self.library.version,
+            "library_version": self.library.load_report.version,
             "timers": dict(self.timers),
         }
 
@@ -269,7 +288,7 @@ class Trainer:
         self.learners.load(path)
         self.iteration, self.version = state["iteration"], state["version"]
         self.sampler.restore(state["sampler"])
-        self.library.load(version=state["library_version"])
+        self.library.load(version=state["library_version"])  # the library as of this checkpoint
         self.timers.update(state.get("timers", {}))
         weights = self.learners.weights()
         for pool in self.pools:
@@ -354,7 +373,7 @@ def train(cfg: Config, resume: bool = False, config_path: str = "") -> int:
             "policy_version": trainer.version,
             "worker_versions": {k: v for pool in trainer.pools for k, v in pool.versions().items()},
             "resumed_from_iteration": resumed_from,
-            "library": trainer.library.summary(),
+            "library": library_summary(trainer.library),
             "final_eval": final,
             "time_per_stage_s": dict(trainer.timers),
         }
@@ -371,7 +390,7 @@ def print_summary(trainer: Trainer, final: dict[str, float]) -> None:
     ]
     for k, v in sorted(final.items()):
         lines.append(f"  {k:50s} {v:.3f}")
-    lines.append(f"  skills in library: {trainer.library.summary()}")
+    lines.append(f"  skill library: {library_summary(trainer.library)}")
     lines.append("  time per stage (s): " + ", ".join(f"{k} {v:.1f}" for k, v in trainer.timers.items()))
     lines.append(f"  run folder: {trainer.run_dir}")
     print("\n".join(lines))
@@ -390,15 +409,39 @@ def ensure_data(cfg: Config) -> None:
     generate(root, per_type=cfg.env.generate_per_type, seed=cfg.trainer.seed, preset=cfg.env.generate_preset)
 
 
+def library_summary(library) -> dict[str, int]:
+    counts = {"skills": len(library)}
+    for status in ("candidate", "accepted", "retired"):
+        counts[status] = len(library.with_status(status))
+    return counts
+
+
+def best_skill_card(index, task: TaskSpec, k: int) -> str | None:
+    """The top-k accepted library skills for a task, rendered as cards for the solver prompt."""
+    from skills.schema import render_card
+
+    entries = index.top_k(task, k)
+    return "\n\n".join(render_card(e.skill) for e in entries) if entries else None
+
+
 def evaluate(cfg: Config, pool, gen, trained_types: set[str], library=None) -> dict[str, float]:
     """Greedy episodes on the eval splits: success per task type, trained vs held-out, overall."""
     from envs import list_tasks
 
-    stats: dict[str, float] = {}
+    index = None
+    if library is not None and library.with_status("accepted"):
+        from skills.retrieval import Embedder, SkillIndex
+
+        index = SkillIndex.from_library(library, Embedder(cfg.skills.embedding))
+    stats: dict[str, float] = {"eval/skills_available": float(index is not None and len(index.entries))}
     for split in cfg.env.eval_splits:
         tasks = list_tasks(cfg.env, split)
         tasks = random.Random(cfg.trainer.seed).sample(tasks, min(len(tasks), cfg.trainer.eval_tasks))
-        skills = [library.render_best(t) if library is not None else None for t in tasks]
+        skills = (
+            [best_skill_card(index, t, cfg.skills.library_top_k) for t in tasks]
+            if index
+            else [None] * len(tasks)
+        )
         episodes = pool.play(tasks, skills, gen)
         by_type: dict[str, list[bool]] = defaultdict(list)
         for ep in episodes:
@@ -429,9 +472,7 @@ def evaluate_only(cfg: Config, checkpoint: str = "", skills: str = "", as_json: 
     placement.init_ray(cfg)
     ensure_data(cfg)
     trained = set(cfg.env.trained_types) or {t.task_type for t in list_tasks(cfg.env, cfg.env.train_split)}
-    library = SkillLibrary(Path(skills)) if skills else None
-    if library is not None:
-        library.load()
+    library = SkillLibrary.open(Path(skills)) if skills else None
     pool = RolloutPool(cfg, "rollout", cfg.rollout.num_workers)
     gen = GenParams(
         temperature=cfg.rollout.eval_temperature, top_p=1.0, max_tokens=cfg.rollout.max_new_tokens

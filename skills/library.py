@@ -280,8 +280,9 @@ class SkillLibrary:
         self.load_report = LoadReport(path, version)
         return path
 
-    def load(self) -> LoadReport:
-        """Load the newest valid version; each newer version that could not be used is reported."""
+    def load(self, version: int | None = None) -> LoadReport:
+        """Load the newest valid version (at most `version`, for a resumed run whose checkpoint
+        recorded it); each newer version that could not be used is reported."""
         self.load_report = report = LoadReport(None, 0)
         manifest = self._manifest()
         disk = self._disk_versions()
@@ -297,6 +298,8 @@ class SkillLibrary:
             ]
         else:
             candidates = [(num, path, None) for num, path in disk.items()]
+        if version is not None:
+            candidates = [c for c in candidates if c[0] <= version]
         for num, path, sha in sorted(candidates, key=lambda c: c[0], reverse=True):
             try:
                 data = path.read_bytes()

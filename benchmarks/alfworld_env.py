@@ -1,0 +1,345 @@
+"""ALFWorld env benchmark: reset/step latency, env-pool throughput (1 vs 2 Ray actors) and the
+success rate of a uniform-random policy per task type and preset (the curriculum's starting point).
+
+    .venv/bin/python benchmarks/alfworld_env.py [--per-type 4] [--episodes 2]
+
+Writes benchmarks/results/alfworld_env.{json,md}. Ratios are against the 1-actor pool measured in the
+same run; absolute numbers depend on the machine and its load (recorded with the results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import multiprocessing as mp
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("ALFWORLD_DATA", str(ROOT / ".cache" / "alfworld"))
+
+from envs.alfworld.generator import generate, write_atomic  # noqa: E402
+from envs.alfworld.tasks import TASK_TYPES, list_tasks  # noqa: E402
+
+PRESETS = ("easy", "standard")
+PARTS = ("latency", "random", "pool")
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def latency(tasks: list, steps_per_game: int, seed: int) -> dict:
+    """First reset of a game (load + reset), repeated reset of the same game, and random steps."""
+    from envs.alfworld.env import AlfWorldEnv
+
+    rng = random.Random(seed)
+    env = AlfWorldEnv(max_steps=10_000)
+    first, again, steps, admissible = [], [], [], []
+    for task in tasks:
+        t0 = time.perf_counter()
+        obs = env.reset(task)
+        first.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        obs = env.reset(task)
+        again.append(time.perf_counter() - t0)
+        for _ in range(steps_per_game):
+            admissible.append(len(obs.admissible_actions))
+            action = rng.choice(obs.admissible_actions)
+            t0 = time.perf_counter()
+            res = env.step(action)
+            steps.append(time.perf_counter() - t0)
+            obs = res.observation
+            if res.done:
+                obs = env.reset(task)
+    env.close()
+    ms = 1000.0
+    return {
+        "games": len(tasks),
+        "reset_new_game_ms": {"mean": statistics.mean(first) * ms, "p95": pct(first, 0.95) * ms},
+        "reset_same_game_ms": {"mean": statistics.mean(again) * ms, "p95": pct(again, 0.95) * ms},
+        "step_ms": {
+            "mean": statistics.mean(steps) * ms,
+            "p50": pct(steps, 0.5) * ms,
+            "p95": pct(steps, 0.95) * ms,
+        },
+        "steps": len(steps),
+        "admissible_per_step": statistics.mean(admissible),
+    }
+
+
+_ENV = None
+
+
+def random_episode(args: tuple) -> tuple[str, str, bool, int]:
+    """One uniform-random episode over the admissible actions; (preset, task type, won, steps)."""
+    global _ENV
+    preset, task, seed, max_steps = args
+    from envs.alfworld.env import AlfWorldEnv
+
+    if _ENV is None:
+        _ENV = AlfWorldEnv(max_steps=max_steps)
+    rng = random.Random(f"{seed}/{task.task_id}")
+    obs = _ENV.reset(task)
+    while True:
+        res = _ENV.step(rng.choice(obs.admissible_actions))
+        obs = res.observation
+        if res.done:
+            return preset, task.task_type, res.won, res.info["steps"]
+
+
+def random_policy(tasks_by_preset: dict, episodes: int, max_steps: int, workers: int) -> dict:
+    jobs = [
+        (p, t, s, max_steps) for p, tasks in tasks_by_preset.items() for t in tasks for s in range(episodes)
+    ]
+    with mp.get_context("spawn").Pool(workers) as pool:
+        results = pool.map(random_episode, jobs, chunksize=1)
+    out: dict = {p: {t: {"won": 0, "episodes": 0} for t in TASK_TYPES} for p in tasks_by_preset}
+    for preset, ttype, won, _ in results:
+        out[preset][ttype]["won"] += int(won)
+        out[preset][ttype]["episodes"] += 1
+    for preset in out:
+        for cell in out[preset].values():
+            cell["rate"] = cell["won"] / cell["episodes"] if cell["episodes"] else 0.0
+    return out
+
+
+def pool_throughput(tasks: list, num_actors: int, total_envs: int, rounds: int, seed: int) -> dict:
+    """Steps/s of `total_envs` episodes spread over `num_actors` pool actors, stepped in batches
+    concurrently (one step_batch call per actor per round), random actions, resets on done."""
+    import ray
+
+    from envs.alfworld.pool import EnvFailure, start_env_pools
+
+    rng = random.Random(seed)
+    per_actor = total_envs // num_actors
+    actors = start_env_pools(
+        num_actors, per_actor, max_steps=1000, num_cpus=0, namespace=f"bench-{seed}-{num_actors}"
+    )
+    slots = [(a, s) for a in range(num_actors) for s in range(per_actor)]
+    assign = {slot: tasks[i % len(tasks)] for i, slot in enumerate(slots)}
+    obs: dict = {}
+    refs = [
+        actors[a].reset_batch.remote([(s, assign[(a, s)]) for (aa, s) in slots if aa == a])
+        for a in range(num_actors)
+    ]
+    for a, batch in enumerate(ray.get(refs, timeout=600)):
+        for s, o in zip([s for (aa, s) in slots if aa == a], batch):
+            obs[(a, s)] = o
+    steps = resets = failures = 0
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        calls = []
+        for a in range(num_actors):
+            items = [(s, rng.choice(obs[(a, s)].admissible_actions)) for (aa, s) in slots if aa == a]
+            calls.append(actors[a].step_batch.remote(items))
+        to_reset: dict[int, list] = {}
+        for a, batch in enumerate(ray.get(calls, timeout=600)):
+            for s, r in zip([s for (aa, s) in slots if aa == a], batch):
+                steps += 1
+                if isinstance(r, EnvFailure):
+                    failures += 1
+                    to_reset.setdefault(a, []).append(s)
+                elif r.done:
+                    to_reset.setdefault(a, []).append(s)
+                else:
+                    obs[(a, s)] = r.observation
+        refs = {
+            a: actors[a].reset_batch.remote([(s, assign[(a, s)]) for s in ss]) for a, ss in to_reset.items()
+        }
+        for a, ss in to_reset.items():
+            for s, o in zip(ss, ray.get(refs[a], timeout=600)):
+                resets += 1
+                obs[(a, s)] = o
+    elapsed = time.perf_counter() - t0
+    for actor in actors:
+        ray.kill(actor)
+    return {
+        "actors": num_actors,
+        "envs": total_envs,
+        "steps": steps,
+        "resets": resets,
+        "failures": failures,
+        "seconds": elapsed,
+        "steps_per_s": steps / elapsed,
+    }
+
+
+def pool_runs(tasks: list, args: argparse.Namespace) -> list[dict]:
+    """1 vs 2 actors, alternating 1, 2, 1, 2, ... so drift in the machine's load hits both; the median run
+    of each is reported with all runs."""
+    import ray
+
+    ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False)
+    try:
+        runs: dict[int, list[dict]] = {1: [], 2: []}
+        for rep in range(args.pool_repeats):
+            for n in (1, 2):
+                runs[n].append(pool_throughput(tasks, n, args.pool_envs, args.pool_rounds, args.seed + rep))
+    finally:
+        ray.shutdown()
+    return [
+        {
+            **sorted(rs, key=lambda r: r["steps_per_s"])[len(rs) // 2],
+            "runs_steps_per_s": [r["steps_per_s"] for r in rs],
+        }
+        for rs in runs.values()
+    ]
+
+
+def markdown(res: dict) -> str:
+    m = res["machine"]
+    lines = [
+        "# ALFWorld env benchmark",
+        "",
+        f"{res['date']} on {m['cpus']} CPU cores ({m['platform']}), load average at start {m['loadavg']}; "
+        f"`benchmarks/alfworld_env.py --per-type {res['args']['per_type']} --episodes {res['args']['episodes']}`.",
+        "Runs (date, parts, load average): "
+        + "; ".join(f"{h['date']} {'+'.join(h['parts'])} {h['loadavg']}" for h in res.get("history", [])),
+        "",
+        "## Latency (one AlfWorldEnv, random admissible actions)",
+        "",
+        "| preset | reset, new game (ms) | reset, same game (ms) | step mean / p95 (ms) | admissible actions per step |",
+        "|---|---|---|---|---|",
+    ]
+    for p, lat in res["latency"].items():
+        lines.append(
+            f"| {p} | {lat['reset_new_game_ms']['mean']:.0f} | {lat['reset_same_game_ms']['mean']:.0f} | "
+            f"{lat['step_ms']['mean']:.1f} / {lat['step_ms']['p95']:.1f} | {lat['admissible_per_step']:.1f} |"
+        )
+    pool = res["pool"]
+    base = pool[0]["steps_per_s"]
+    lines += [
+        "",
+        "## Env pool throughput (Ray actors, one step_batch per actor per round, random actions, standard games)",
+        "",
+        "| actors | envs | steps/s, median | runs (alternating 1, 2, 1, 2, ...) | median vs 1 actor |",
+        "|---|---|---|---|---|",
+    ]
+    for row in pool:
+        runs = ", ".join(f"{x:.1f}" for x in row["runs_steps_per_s"])
+        lines.append(
+            f"| {row['actors']} | {row['envs']} | {row['steps_per_s']:.1f} | {runs} | {row['steps_per_s'] / base:.2f}x |"
+        )
+    lines += [
+        "",
+        f"Load average before / after the pool runs: {m['loadavg']} / {m.get('loadavg_after_pool')} on "
+        f"{m['cpus']} cores. Two actors can only beat one when two cores are actually free; on a shared, "
+        "loaded machine the runs vary a lot, so read the individual runs, not only the median.",
+    ]
+    lines += [
+        "",
+        f"## Uniform-random policy success ({res['args']['max_steps']} steps, "
+        f"{res['args']['episodes']} episodes per game, {res['args']['per_type']} games per type and preset)",
+        "",
+        "| task type | " + " | ".join(res["random_policy"]) + " |",
+        "|---|" + "---|" * len(res["random_policy"]),
+    ]
+    for t in TASK_TYPES:
+        cells = [
+            f"{c['won']}/{c['episodes']} ({100 * c['rate']:.0f}%)"
+            for c in (res["random_policy"][p][t] for p in res["random_policy"])
+        ]
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    gen = res["generation"]
+    lines += [
+        "",
+        "## Generation",
+        "",
+        "| preset | games | seconds | workers |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {p} | {g['games']} | {g['seconds']:.1f} | {g['workers']} |" for p, g in gen.items()]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--per-type", type=int, default=4)
+    ap.add_argument("--episodes", type=int, default=2, help="random-policy episodes per game")
+    ap.add_argument("--max-steps", type=int, default=50)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--pool-envs", type=int, default=8)
+    ap.add_argument("--pool-rounds", type=int, default=40)
+    ap.add_argument("--pool-repeats", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "alfworld_env"))
+    ap.add_argument("--parts", default=",".join(PARTS), help="rerun only these parts, keep the rest")
+    ap.add_argument("--render-only", action="store_true", help="rewrite the .md from the existing .json")
+    args = ap.parse_args()
+    if args.render_only:
+        with open(args.results + ".json", encoding="utf-8") as f:
+            write_atomic(args.results + ".md", markdown(json.load(f)))
+        return
+
+    parts = {x.strip() for x in args.parts.split(",") if x.strip()}
+    unknown = parts - set(PARTS)
+    if unknown:
+        ap.error(f"--parts: unknown {sorted(unknown)}; expected a subset of {PARTS}")
+    now = {
+        "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "parts": sorted(parts),
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+    }
+    res: dict = {}
+    if parts != set(PARTS) and os.path.exists(args.results + ".json"):
+        with open(args.results + ".json", encoding="utf-8") as f:
+            res = json.load(f)  # rerun some parts, keep the others
+    res.setdefault("history", []).append(now)
+    res.update(
+        {
+            "date": now["date"],
+            "machine": {
+                "cpus": os.cpu_count(),
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+                "loadavg": now["loadavg"],
+            },
+            "args": vars(args),
+        }
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        tasks_by_preset: dict[str, list] = {}
+        res.setdefault("generation", {})
+        for p in PRESETS if parts & {"latency", "random"} else ("standard",):
+            t0 = time.perf_counter()
+            rep = generate(
+                f"{tmp}/{p}", args.per_type, seed=args.seed, preset=p, workers=args.workers, splits=["train"]
+            )
+            res["generation"][p] = {
+                "games": rep.total,
+                "seconds": time.perf_counter() - t0,
+                "workers": args.workers,
+            }
+            tasks_by_preset[p] = list_tasks(f"{tmp}/{p}", "train")
+            print(f"[bench] generated {rep.total} {p} games", flush=True)
+        if "latency" in parts:
+            res["latency"] = {
+                p: latency(ts, steps_per_game=20, seed=args.seed) for p, ts in tasks_by_preset.items()
+            }
+            print(f"[bench] latency {json.dumps(res['latency'])}", flush=True)
+        if "random" in parts:
+            res["random_policy"] = random_policy(tasks_by_preset, args.episodes, args.max_steps, args.workers)
+            print("[bench] random policy done", flush=True)
+        if "pool" in parts:
+            res["pool"] = pool_runs(tasks_by_preset["standard"], args)
+            res["machine"]["loadavg_after_pool"] = [round(x, 2) for x in os.getloadavg()]
+            print(f"[bench] pool {json.dumps(res['pool'])}", flush=True)
+
+    write_atomic(args.results + ".json", json.dumps(res, indent=2) + "\n")
+    md = markdown(res)
+    write_atomic(args.results + ".md", md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

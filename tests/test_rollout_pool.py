@@ -1,0 +1,119 @@
+"""RolloutPool on a local Ray with the real vLLM engine in its worker and a scripted FakeEnv:
+weight broadcast and versions, and a worker killed mid-batch losing no episode."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from actors.engine import GenParams
+from cluster.config import load_config
+from cluster.records import TaskSpec
+from envs.base import Observation, StepResult
+
+pytestmark = pytest.mark.slow
+
+
+class FakeSlowEnv:
+    """Never won; each step takes 0.2 s and touches `marker` so the test knows a batch is running."""
+
+    def __init__(self, max_steps: int, marker: str) -> None:
+        self.max_steps, self.marker, self.n = max_steps, marker, 0
+
+    def _obs(self, text: str) -> Observation:
+        return Observation(text, ["look", "wait", "open door 1"], "leave the room", "fake")
+
+    def reset(self, task: TaskSpec) -> Observation:
+        self.n = 0
+        return self._obs("A closed room.")
+
+    def step(self, action: str) -> StepResult:
+        self.n += 1
+        Path(self.marker).touch()
+        time.sleep(0.2)
+        return StepResult(self._obs(f"After {action}: nothing."), 0.0, self.n >= self.max_steps, False)
+
+    def close(self) -> None:
+        pass
+
+
+class FakeEnvFactory:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __call__(self, env_cfg) -> FakeSlowEnv:
+        return FakeSlowEnv(env_cfg.max_steps, self.marker)
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+    from ray import cloudpickle
+
+    from cluster.model_store import resolve_model
+
+    try:
+        resolve_model("embedded")
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_pool_broadcast_and_worker_kill(ray_session, tmp_path):
+    ray = ray_session
+    from actors.pool import RolloutPool
+
+    marker = str(tmp_path / "stepped")
+    cfg = load_config(
+        None,
+        ["env.max_steps=3", "env.envs_per_actor=4", "rollout.max_restarts=2", "engine.kv_cache_gib=0.25",
+         "model.max_model_len=512"],
+    )  # fmt: skip
+    pool = RolloutPool(cfg, "rollout", num_workers=1, env_factory=FakeEnvFactory(marker))
+    try:
+        import numpy as np
+        from safetensors.torch import load_file
+
+        from cluster.model_store import resolve_model
+
+        weights = {
+            k: v.float().numpy()
+            for k, v in load_file(os.path.join(resolve_model("embedded"), "model.safetensors")).items()
+        }
+        seconds = pool.broadcast(weights, version=3)
+        assert pool.versions() == [3] and seconds > 0
+        del weights
+
+        tasks = [TaskSpec(f"t{i}", "fake", "fake", "leave the room", f"ref{i}") for i in range(6)]
+        gen = GenParams(temperature=1.0, max_tokens=8, seed=0)
+
+        def kill_when_running() -> None:
+            deadline = time.monotonic() + 120
+            while not os.path.exists(marker) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            ray.kill(ray.get_actor("rollout-0"), no_restart=True)
+
+        killer = threading.Thread(target=kill_when_running)
+        killer.start()
+        results = pool.play(tasks, None, gen)
+        killer.join()
+
+        assert pool.restarts == 1
+        assert [r.task.task_id for r in results] == [t.task_id for t in tasks]
+        assert len({r.episode_id for r in results}) == 6
+        for r in results:
+            assert not r.failed and r.steps == 3 and r.truncated and len(r.turns) == 3
+            assert r.policy_version == 3 and all(t.policy_version == 3 for t in r.turns)
+            assert all(len(t.response_ids) == len(t.response_logprobs) > 0 for t in r.turns)
+            assert np.isfinite([lp for t in r.turns for lp in t.response_logprobs]).all()
+        assert pool.versions() == [3]  # the replacement worker got the last broadcast
+    finally:
+        pool.shutdown()

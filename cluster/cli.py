@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "envs.mind2web.cli",
     "skills.cli",
     "learner.cli",
+    "cluster.serve_cli",
 ]
 
 

@@ -137,6 +137,9 @@ class LearnerConfig:
     entropy_coef: dict[str, float] = field(default_factory=lambda: {"solver": 0.0, "extractor": -0.03})
     role_weight: dict[str, float] = field(default_factory=lambda: {"solver": 1.0, "extractor": 0.2})
     updates_per_batch: int = 1
+    # Drop turns whose advantage is 0 (zero-variance groups) before the update: they carry no policy
+    # gradient, only KL/entropy, and on CPU the learner's cost is proportional to tokens.
+    skip_zero_advantage: bool = True
     keep_checkpoints: int = 2
 
     def validate(self) -> None:
@@ -186,6 +189,31 @@ class ClusterConfig:
 
 
 @dataclass
+class ServeConfig:
+    """`evorl serve`: Ray Serve replicas of the solver with skill retrieval (cluster/serve.py)."""
+
+    host: str = "127.0.0.1"  # loopback unless told otherwise
+    port: int = 8000
+    num_replicas: int = 1
+    num_cpus_per_replica: float = 1.0
+    num_gpus_per_replica: float = 0.0
+    max_request_chars: int = 200_000  # whole request body; larger -> HTTP 413
+    max_batch_size: int = 8  # concurrent requests folded into one engine call
+    batch_wait_timeout_s: float = 0.005
+    skills_top_k: int = 1  # accepted library skills rendered into the prompt (0 = none)
+
+    def validate(self) -> None:
+        _check(1 <= self.port <= 65535, "serve.port: expected 1..65535")
+        _check(self.num_replicas >= 1, "serve.num_replicas: expected >= 1")
+        _check(self.num_cpus_per_replica >= 0, "serve.num_cpus_per_replica: expected >= 0")
+        _check(self.num_gpus_per_replica >= 0, "serve.num_gpus_per_replica: expected >= 0")
+        _check(self.max_request_chars >= 1024, "serve.max_request_chars: expected >= 1024")
+        _check(self.max_batch_size >= 1, "serve.max_batch_size: expected >= 1")
+        _check(self.batch_wait_timeout_s >= 0, "serve.batch_wait_timeout_s: expected >= 0")
+        _check(0 <= self.skills_top_k <= 8, "serve.skills_top_k: expected 0..8")
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
@@ -195,6 +223,7 @@ class Config:
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):
@@ -272,7 +301,8 @@ def _build(cls: type, data: dict, path: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     for key in data:
         if key not in names:
-            where = f"{path}.{key}" if path else str(key)
+            shown = key if isinstance(key, str) and key.strip() else repr(key)  # '' or None must show
+            where = f"{path}.{shown}" if path else str(shown)
             raise ConfigError(f"{where}: unknown key (expected one of {', '.join(sorted(names))})")
     kwargs = {k: _coerce(v, hints[k], f"{path}.{k}" if path else k) for k, v in data.items()}
     return cls(**kwargs)

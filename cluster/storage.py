@@ -104,3 +104,36 @@ def publish_dir(tmp_dir: Path, final_dir: Path) -> None:
     os.replace(tmp_dir, final_dir)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def write_parquet(path: str | Path, table) -> Path:
+    """Atomic Parquet with per-page CRC checksums (so a flipped byte is caught on read, not only a cut)."""
+    import pyarrow.parquet as pq
+
+    return atomic_write(path, lambda f: pq.write_table(table, f, write_page_checksum=True))
+
+
+def read_parquet(path: str | Path):
+    """Read a Parquet file, verifying page checksums; CorruptFileError naming the path if unreadable."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    try:
+        return pq.read_table(path, page_checksum_verification=True)
+    except (OSError, pa.ArrowException) as e:
+        raise CorruptFileError(f"{path}: unreadable Parquet ({type(e).__name__}: {e})") from None
+
+
+def read_parquet_dir(folder: str | Path, pattern: str = "*.parquet") -> tuple[list, list[tuple[str, str]]]:
+    """Every readable Parquet file of a folder (sorted by name) and the (path, why) of each skipped one.
+
+    A truncated or corrupted file (e.g. one iteration's trajectories cut by a crash) costs only itself.
+    """
+    tables, skipped = [], []
+    for p in sorted(Path(folder).glob(pattern)):
+        try:
+            tables.append(read_parquet(p))
+        except CorruptFileError as e:
+            skipped.append((str(p), str(e)))
+    return tables, skipped

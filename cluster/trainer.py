@@ -27,7 +27,7 @@ from cluster.config import Config, dump_config
 from cluster.metrics import Metrics
 from cluster.records import EpisodeResult, TaskSpec, Turn, turns_to_table
 from cluster.sampler import TaskSampler
-from cluster.storage import atomic_write_bytes, write_json_plain
+from cluster.storage import atomic_write_bytes, write_json_plain, write_parquet
 from learner.advantages import assign_evolving, assign_grpo
 from skills.schema import Skill
 
@@ -54,9 +54,11 @@ class Candidate:
 
 class Trainer:
     def __init__(self, cfg: Config, run_dir: Path) -> None:
+        from transformers import AutoTokenizer
+
         from actors.engine import GenParams
         from actors.pool import RolloutPool
-        from cluster.model_store import project_cache
+        from cluster.model_store import project_cache, resolve_model
         from envs import list_tasks
         from learner.group import LearnerGroup
         from skills.library import GateConfig, SkillLibrary
@@ -82,6 +84,7 @@ class Trainer:
         r = cfg.rollout
         self.solver_gen = GenParams(temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_new_tokens)
         self.eval_gen = GenParams(temperature=r.eval_temperature, top_p=1.0, max_tokens=r.max_new_tokens)
+        self.tokenizer = AutoTokenizer.from_pretrained(resolve_model(cfg.model.path))  # extractor prompts
         self.version = 0
         self.iteration = 0
         self.ckpt = CheckpointManager(run_dir / "checkpoints", keep=cfg.learner.keep_checkpoints)
@@ -105,7 +108,7 @@ class Trainer:
             with self.timer("source"):
                 src = self.rollout.play(tasks, [None] * len(tasks), self.solver_gen)
             with self.timer("extract"):
-                candidates = self.extract(src, cfg.skills.n_candidates, seed=rng.randrange(2**31))
+                candidates = self.extract(src, seed=rng.randrange(2**31))
             with self.timer("downstream"):
                 baselines = self.play_downstream(candidates)
             turns = []
@@ -116,6 +119,10 @@ class Trainer:
                 stats |= adv.as_metrics("adv/")
             stats |= episode_stats("source", src)
             stats |= candidate_stats(candidates)
+        self.save_trajectories(turns)  # every sampled turn is kept on disk, trained on or not
+        if self.cfg.learner.skip_zero_advantage:
+            stats["learner/skipped_zero_adv_turns"] = sum(t.advantage == 0.0 for t in turns)
+            turns = [t for t in turns if t.advantage != 0.0]
         with self.timer("learn"):
             if turns:
                 stats |= {f"learner/{k}": v for k, v in self.learners.train(turns_to_table(turns)).items()}
@@ -128,28 +135,20 @@ class Trainer:
         with self.timer("library"):
             if candidates:
                 stats |= self.update_library(candidates, baselines)
-        self.save_trajectories(turns)
         stats["policy_version"] = self.version
         stats["turns"] = len(turns)
+        stats |= {f"{pool.prefix}/restarts": pool.restarts for pool in self.pools}  # workers replaced so far
         return stats
 
-    def extract(self, src: list[EpisodeResult], n: int, seed: int) -> list[list[Candidate]]:
+    def extract(self, src: list[EpisodeResult], seed: int) -> list[list[Candidate]]:
         """N candidate skills per source trajectory, sampled from the extractor prompt."""
-        from actors.engine import GenParams
-        from skills.extractor import extractor_prompt_ids
+        from actors.prompts import encode_messages
+        from skills.extractor import extractor_gen_params, extractor_messages
         from skills.parse import parse_skill
-        from skills.schema import SKILL_JSON_SCHEMA
 
         s = self.cfg.skills
-        gen = GenParams(
-            temperature=s.extractor_temperature,
-            top_p=1.0,
-            max_tokens=s.extractor_max_tokens,
-            seed=seed,
-            n=n,
-            json_schema=SKILL_JSON_SCHEMA if s.constrained_json else None,
-        )
-        prompts = [extractor_prompt_ids(self.rollout.tokenizer, ep, s.max_skill_chars) for ep in src]
+        gen = extractor_gen_params(s, seed=seed)
+        prompts = [encode_messages(self.tokenizer, extractor_messages(ep)) for ep in src]
         outs = self.rollout.generate(prompts, gen)
         result = []
         for ep, prompt, gens in zip(src, prompts, outs):
@@ -175,8 +174,10 @@ class Trainer:
                     reward=0.0,
                     steps=1,
                     turns=[turn],
+                    skill_id=parsed.skill.skill_id if parsed.skill else "",  # "" = unparsed: reward 0
                     policy_version=self.version,
                     text=g.text,
+                    info={"source_episode_id": ep.episode_id, "parse_reason": parsed.reason or ""},
                 )
                 cands.append(Candidate(ep, extraction, parsed.skill, parsed.reason))
             result.append(cands)
@@ -201,16 +202,18 @@ class Trainer:
                     continue  # reward 0 without playing: the paper's malformed-JSON rule
                 card = render_card(c.skill)
                 jobs += [(c, src.episode_id, t, card) for t in neighbours for _ in range(s.repeats)]
-        episodes = self.skill_eval.play([j[2] for j in jobs], [j[3] for j in jobs], self.solver_gen)
+        episodes = self.skill_eval.play(
+            [j[2] for j in jobs],
+            [j[3] for j in jobs],
+            self.solver_gen,
+            skill_ids=[j[0].extraction.skill_id if j[0] else "" for j in jobs],
+        )
         baselines: dict[str, list[EpisodeResult]] = defaultdict(list)
         for (c, src_id, _, _), ep in zip(jobs, episodes):
             if c is None:
                 baselines[src_id].append(ep)
                 continue
-            ep.skill_id = c.extraction.skill_id
             ep.reward = float(ep.won)  # the paper's downstream reward: success
-            for t in ep.turns:
-                t.skill_id = ep.skill_id
             c.downstream.append(ep)
         return baselines
 
@@ -260,13 +263,8 @@ class Trainer:
     def save_trajectories(self, turns: list[Turn]) -> None:
         if not turns:
             return
-        import pyarrow.parquet as pq
-
         path = self.run_dir / "trajectories" / f"iter-{self.iteration:05d}.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        pq.write_table(turns_to_table(turns), tmp)
-        tmp.replace(path)
+        write_parquet(path, turns_to_table(turns))  # atomic, page checksums (storage.read_parquet_dir)
 
     def state(self) -> dict:
         return {
@@ -371,7 +369,9 @@ def train(cfg: Config, resume: bool = False, config_path: str = "") -> int:
             "mode": trainer.mode,
             "iteration": trainer.iteration,
             "policy_version": trainer.version,
-            "worker_versions": {k: v for pool in trainer.pools for k, v in pool.versions().items()},
+            "worker_versions": {
+                f"{pool.prefix}-{i}": v for pool in trainer.pools for i, v in enumerate(pool.versions())
+            },
             "resumed_from_iteration": resumed_from,
             "library": library_summary(trainer.library),
             "final_eval": final,
@@ -397,16 +397,14 @@ def print_summary(trainer: Trainer, final: dict[str, float]) -> None:
 
 
 def ensure_data(cfg: Config) -> None:
-    """Generated ALFWorld games are made on first use (the official data is used as found)."""
+    """Generated ALFWorld games are made on first use (official data is used as found)."""
     if cfg.env.name != "alfworld":
         return
-    root = Path(cfg.env.data_dir)
-    if (root / cfg.env.train_split).exists():
-        return
-    from envs.alfworld.generator import generate
+    from envs.alfworld.generator import ensure_generated
 
-    log.info("generating ALFWorld games (%s preset) in %s", cfg.env.generate_preset, root)
-    generate(root, per_type=cfg.env.generate_per_type, seed=cfg.trainer.seed, preset=cfg.env.generate_preset)
+    ensure_generated(
+        cfg.env.data_dir, cfg.env.generate_per_type, cfg.env.generate_preset, cfg.trainer.seed, workers=2
+    )
 
 
 def library_summary(library) -> dict[str, int]:

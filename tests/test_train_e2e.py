@@ -23,13 +23,14 @@ TINY = [
     "env.eval_splits=[valid_seen]",
     "skills.n_candidates=2",
     "skills.k_neighbours=1",
-    "skills.extractor_max_tokens=160",
+    "skills.extractor_max_tokens=448",
     "rollout.max_new_tokens=16",
     "trainer.batch_size=1",
     "trainer.eval_tasks=2",
     "trainer.iterations=2",
     "cluster.metrics_export_port=8089",
     "cluster.include_dashboard=false",
+    "learner.skip_zero_advantage=false",  # the learner must step even when every group ties
 ]
 
 

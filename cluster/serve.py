@@ -155,15 +155,15 @@ def decode_body(raw: bytes, max_chars: int) -> Any:
 
 
 def model_from_checkpoint(path: str) -> str:
-    """An HF folder to serve from: "embedded" / a hub id, an HF folder, a learner checkpoint root
+    """An HF folder to serve from: "embedded", an HF folder, a learner checkpoint root
     (step-*, `latest`), a trainer checkpoint (iter-N with model/) or a run folder (checkpoints/)."""
     from cluster.model_store import resolve_model
 
+    if path == "embedded":
+        return resolve_model(path)
     p = Path(path)
     if not p.exists():
-        if path == "embedded" or "/" in path and not path.startswith((".", "/")):
-            return resolve_model(path)
-        raise FileNotFoundError(f"--checkpoint {path}: no such folder")
+        raise FileNotFoundError(f"--checkpoint {path}: no such folder (hub ids: download to a folder first)")
     if (p / "config.json").exists():
         return str(p)
     from learner.checkpoint import resolve_checkpoint

@@ -73,13 +73,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     url = start(cfg, model, args.skills)
     print(f"[evorl] serving {model} (skills: {args.skills or 'none'}) at {url}  (POST /act, "
           f"POST /v1/chat/completions, GET /health); Ctrl-C to stop", flush=True)  # fmt: skip
+    import signal
+
+    def _stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
+        print("[evorl] stopping", flush=True)
+    finally:
+        import ray
         from ray import serve
 
-        serve.shutdown()
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
     return 0
 
 

@@ -1,0 +1,311 @@
+"""Serving: request validation (no Ray), then one Ray Serve app on the embedded model with a two-skill
+library, asked for actions on a generated ALFWorld game, fed malformed requests, and played through by
+`evorl play`. One Ray + Serve start for the module (~20 s)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from cluster.serve import RequestError, decode_body, model_from_checkpoint, parse_request
+
+GOOD = {
+    "task": "put a cloth in countertop",
+    "observation": "You are in the middle of a room.",
+    "admissible_actions": ["go to countertop 1", "go to toilet 1", "look"],
+    "history": [["look", "You see a toilet 1."]],
+}
+
+
+def _skill(name: str, task_type: str, desc: str, when: str, steps: list[tuple[str, str]]) -> dict:
+    return {
+        "name": name,
+        "description": desc,
+        "metadata": {
+            "source_task_type": task_type,
+            "success_signal": "the game reports the task done",
+            "abstraction_level": "medium",
+            "skill_category": "object manipulation",
+        },
+        "skill_overview": desc,
+        "when_to_use": when,
+        "inputs_to_identify": ["target object", "target receptacle"],
+        "workflow": [
+            {
+                "step": i + 1,
+                "goal": g,
+                "action": a,
+                "tools_or_strategy": "admissible commands only",
+                "completion_condition": f"{g} done",
+            }
+            for i, (g, a) in enumerate(steps)
+        ],  # fmt: skip
+        "decision_rules": ["Visit receptacles you have not checked yet before revisiting others."],
+        "error_handling": [
+            {"error": "Nothing happens", "cause": "action not admissible", "response": "pick another"}
+        ],
+        "output_requirements": "One admissible action per turn.",
+    }
+
+
+HAND_SKILLS = [
+    _skill(
+        "find-take-and-place",
+        "pick_and_place_simple",
+        "Find an object, take it, and put it in or on the target receptacle.",
+        "The task asks to put some object in or on a receptacle.",
+        [
+            ("find the object", "go to receptacles until the object is seen"),
+            ("take it", "take the object from where it lies"),
+            ("place it", "go to the target receptacle and move the object to it"),
+        ],
+    ),  # fmt: skip
+    _skill(
+        "heat-with-microwave",
+        "pick_heat_then_place_in_recep",
+        "Heat an object with the microwave before placing it.",
+        "The task asks to put a hot or heated object somewhere.",
+        [
+            ("find and take the object", "take it from its receptacle"),
+            ("heat it", "go to microwave 1 and heat the object with it"),
+            ("place it", "go to the target and move the object to it"),
+        ],
+    ),  # fmt: skip
+]
+
+
+def build_library(directory: str | Path) -> list[tuple[str, str]]:
+    """A library with HAND_SKILLS marked accepted (embedded like the trainer does); (name, id) pairs."""
+    from skills.library import Provenance, SkillLibrary
+    from skills.retrieval import Embedder, skill_key
+    from skills.schema import validate_skill_dict
+
+    lib = SkillLibrary(directory)
+    emb = Embedder("minilm")
+    out = []
+    for d in HAND_SKILLS:
+        skill = validate_skill_dict(d)
+        vec = emb.embed([skill_key(skill)])[0].tolist()
+        sid = lib.add(skill, Provenance("hand-written", 0, 0, skill.metadata.source_task_type), vec,
+                      status="accepted")  # fmt: skip
+        out.append((skill.name, sid))
+    lib.save()
+    return out
+
+
+# ------------------------------------------------------------------------------ validation (no Ray)
+
+
+@pytest.mark.parametrize(
+    "body, status, needle",
+    [
+        ([1, 2], 422, "JSON object"),
+        ({k: v for k, v in GOOD.items() if k != "task"}, 422, "'task'"),
+        ({**GOOD, "task": 3}, 422, "'task': expected a string"),
+        ({**GOOD, "task": "  "}, 422, "'task' is empty"),
+        ({k: v for k, v in GOOD.items() if k != "observation"}, 422, "'observation'"),
+        (
+            {k: v for k, v in GOOD.items() if k != "admissible_actions"},
+            422,
+            "'admissible_actions' is required",
+        ),
+        ({**GOOD, "admissible_actions": "look"}, 422, "list of strings"),
+        ({**GOOD, "admissible_actions": ["look", 3]}, 422, "list of strings"),
+        ({**GOOD, "admissible_actions": []}, 422, "is empty"),
+        ({**GOOD, "history": [["look"]]}, 422, "history[0]"),
+        ({**GOOD, "history": [{"action": "look", "observation": 5}]}, 422, "history[0]"),
+        ({**GOOD, "env": "atari"}, 422, "'env'"),
+        ({**GOOD, "admissable_actions": []}, 422, "unknown field"),
+        ({**GOOD, "seed": "1"}, 422, "'seed'"),
+        ({**GOOD, "admissible_actions": [f"go to shelf {i}" for i in range(2001)]}, 413, "2001"),
+    ],
+)
+def test_parse_request_rejects(body, status, needle):
+    with pytest.raises(RequestError) as e:
+        parse_request(body)
+    assert e.value.status == status
+    assert needle in str(e.value)
+
+
+def test_parse_request_accepts_both_envs():
+    r = parse_request({**GOOD, "admissible_actions": ["look", " look ", "go to toilet 1"]})
+    assert r.env == "alfworld" and r.admissible_actions == ["look", "go to toilet 1"]
+    assert r.history == [("look", "You see a toilet 1.")]
+    r = parse_request({"env": "mind2web", "task": "Find flights", "page": "[1] <button> Search"})
+    assert r.observation == "[1] <button> Search" and r.admissible_actions == []
+    r = parse_request({**GOOD, "history": [{"action": "look", "observation": "ok"}]})
+    assert r.history == [("look", "ok")]
+
+
+def test_decode_body_limits():
+    with pytest.raises(RequestError) as e:
+        decode_body(b"x" * 2000, 1024)
+    assert e.value.status == 413
+    with pytest.raises(RequestError) as e:
+        decode_body(b"{not json", 1024)
+    assert e.value.status == 400
+
+
+def test_model_from_checkpoint_layouts(tmp_path):
+    hf = tmp_path / "run" / "checkpoints" / "iter-00002" / "model" / "step-00000007"
+    hf.mkdir(parents=True)
+    (hf / "config.json").write_text("{}")
+    (hf / "learner_state.json").write_text("{}")
+    assert model_from_checkpoint(str(hf)) == str(hf)
+    assert model_from_checkpoint(str(hf.parent.parent)) == str(hf)  # trainer's iter-N
+    assert model_from_checkpoint(str(tmp_path / "run")) == str(hf)  # run folder
+    with pytest.raises(FileNotFoundError, match="no HF model folder"):
+        model_from_checkpoint(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        model_from_checkpoint(str(tmp_path / "missing"))
+
+
+# ------------------------------------------------------------------------------------ the Serve app
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url: str, payload: bytes | dict) -> tuple[int, dict]:
+    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+@pytest.fixture(scope="module")
+def game_dir(tmp_path_factory):
+    from envs.alfworld.generator import generate
+
+    out = tmp_path_factory.mktemp("games")
+    generate(str(out), per_type=1, seed=3, preset="easy", splits=["train"],
+             task_types=["pick_and_place_simple", "pick_heat_then_place_in_recep"])  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, game_dir):
+    """(base URL, [(skill name, id)]) of a running app; Ray with 2 CPUs and no dashboard."""
+    ray = pytest.importorskip("ray")
+    from ray import serve
+
+    from cluster.config import load_config
+    from cluster.model_store import resolve_model
+    from cluster.placement import actor_env
+    from cluster.serve import start
+
+    try:
+        model = resolve_model("embedded")
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    lib_dir = tmp_path_factory.mktemp("library")
+    skills = build_library(lib_dir)
+    cfg = load_config(None, [f"serve.port={_free_port()}", "engine.kv_cache_gib=0.5",
+                             "model.max_model_len=1536", "serve.max_request_chars=20000"])  # fmt: skip
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": actor_env(cfg)})  # fmt: skip
+    try:
+        url = start(cfg, model, str(lib_dir))
+        yield url, skills
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def alf_task(game_dir):
+    from envs.alfworld.tasks import list_tasks
+
+    return next(t for t in list_tasks(str(game_dir), "train") if t.task_type == "pick_and_place_simple")
+
+
+@pytest.mark.slow
+def test_act_returns_admissible_action_and_skills(served, alf_task):
+    from envs.alfworld.env import AlfWorldEnv
+
+    url, skills = served
+    env = AlfWorldEnv(max_steps=10)
+    obs = env.reset(alf_task)
+    history: list[list[str]] = []
+    try:
+        for _ in range(3):
+            body = {"task": obs.task_text, "task_type": alf_task.task_type, "observation": obs.text,
+                    "admissible_actions": obs.admissible_actions, "history": history}  # fmt: skip
+            status, ans = _post(f"{url}/act", body)
+            assert status == 200, ans
+            assert ans["action"] in obs.admissible_actions
+            assert ans["constrained"] and ans["raw_text"].strip() == ans["action"]
+            # top-1 retrieval over the two accepted skills picks the pick-and-place one for this type
+            assert [(s["name"], s["skill_id"]) for s in ans["skills_used"]] == [skills[0]]
+            step = env.step(ans["action"])
+            history.append([ans["action"], step.observation.text])
+            obs = step.observation
+            if step.done:
+                break
+    finally:
+        env.close()
+    status, ans = _post(f"{url}/act", {**GOOD, "task": "heat some egg and put it in the fridge",
+                                       "task_type": "pick_heat_then_place_in_recep"})  # fmt: skip
+    assert status == 200 and ans["skills_used"][0]["name"] == "heat-with-microwave"
+
+
+@pytest.mark.slow
+def test_malformed_requests_get_4xx_and_replica_survives(served):
+    url, _ = served
+    status, ans = _post(f"{url}/act", {"observation": "x", "admissible_actions": ["look"]})
+    assert status == 422 and "'task'" in ans["error"]["message"]
+    status, ans = _post(f"{url}/act", b"{oops")
+    assert status == 400 and "not valid JSON" in ans["error"]["message"]
+    status, ans = _post(f"{url}/act", {**GOOD, "observation": "y" * 30000})
+    assert status == 413 and "max_request_chars" in ans["error"]["message"]
+    status, ans = _post(f"{url}/act", {**GOOD, "admissible_actions": "look"})
+    assert status == 422
+    # the context limit is a 4xx too: a long action list that cannot fit in 1536 tokens
+    many = [f"go to shelf {i} and then some more words here" for i in range(300)]
+    status, ans = _post(f"{url}/act", {**GOOD, "admissible_actions": many})
+    assert status == 422 and "model context" in ans["error"]["message"]
+    status, ans = _post(f"{url}/act", GOOD)
+    assert status == 200 and ans["action"] in GOOD["admissible_actions"]
+
+
+@pytest.mark.slow
+def test_openai_chat_endpoint(served):
+    url, _ = served
+    status, ans = _post(f"{url}/v1/chat/completions",
+                        {"model": "evorl", "messages": [{"role": "user", "content": "Say hi."}],
+                         "max_tokens": 8})  # fmt: skip
+    assert status == 200, ans
+    assert ans["object"] == "chat.completion" and isinstance(ans["choices"][0]["message"]["content"], str)
+    assert 1 <= ans["usage"]["completion_tokens"] <= 8
+    status, ans = _post(f"{url}/v1/chat/completions", {"messages": "hi"})
+    assert status == 422
+
+
+@pytest.mark.slow
+def test_evorl_play_reports_success_rate(served, game_dir, tmp_path, capsys):
+    from cluster.cli import build_parser
+
+    url, _ = served
+    out = tmp_path / "play.json"
+    args = build_parser().parse_args(["play", "--endpoint", url, "--env", "alfworld", "--games",
+                                      str(game_dir), "--max-steps", "3", "--parallel", "2",
+                                      "--out", str(out)])  # fmt: skip
+    assert args.func(args) == 0
+    report = json.loads(out.read_text())
+    assert report["games"] == 2 and report["completed"] == 2 and report["errors"] == 0
+    assert 0.0 <= report["success_rate"] <= 1.0
+    assert report["won"] == sum(e["won"] for e in report["episodes"])
+    assert all(1 <= e["steps"] <= 3 for e in report["episodes"])
+    assert all(e["skills_used"] for e in report["episodes"])
+    assert "success rate" in capsys.readouterr().out

@@ -128,7 +128,8 @@ class LearnerConfig:
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: fp32 on CPU, bf16 on GPU
     lr: float = 1e-6
     weight_decay: float = 0.0
-    micro_batch_tokens: int = 4096  # token budget per packed micro-batch
+    micro_batch_tokens: int = 2048  # token budget per packed micro-batch
+    gradient_checkpointing: bool = True  # recompute activations: ~4x less learner memory for ~30% time
     grad_clip: float = 1.0
     optimizer: Literal["adamw", "cpu_adam"] = "adamw"
     eps_low: float = 0.1

@@ -96,6 +96,9 @@ class Learner:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
         lm = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=self.dtype)
+        if self.lcfg.gradient_checkpointing:  # activations dominate learner memory on long prompts
+            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            lm.config.use_cache = False
         lm.config.use_cache = False
         self.lm = lm
         policy = TokenLogits(lm)

@@ -65,6 +65,8 @@ def _finish(ep: _Live, *, truncation: str = "", error: str = "") -> None:
 def _prompt(engine: Engine, ep: _Live, env_cfg: Any, max_tokens: int, max_model_len: int) -> list[int] | None:
     """Token ids of this turn's prompt, dropping old history to fit the context; None when nothing fits."""
     assert ep.obs is not None
+    if len(ep.obs.text) > env_cfg.max_observation_chars:  # capped in the prompt; counted here
+        ep.result.info["observation_capped"] = ep.result.info.get("observation_capped", 0) + 1
     window = ep.history[-env_cfg.history_window :] if env_cfg.history_window else []
     constrained = env_cfg.constrained_actions and bool(ep.obs.admissible_actions)
     while True:

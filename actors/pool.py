@@ -2,9 +2,10 @@
 
 Jobs are cut into chunks (at most env.envs_per_actor episodes) and handed to whichever worker is
 free. A chunk whose worker dies or exceeds rollout.call_timeout_s is resubmitted to a fresh worker
-under the same actor name, so no episode is lost; restarts are counted and capped
-(rollout.max_restarts per pool call). Any other error is raised as RolloutError naming the actor,
-the stage and the task.
+under the same actor name, so no episode is lost; `play` and `generate` share that dispatch. Restarts
+are counted (`restarts`, logged by the trainer as <prefix>/restarts) and capped (rollout.max_restarts
+per pool call); `broadcast` and `versions` replace a worker that died between calls. Any other
+error is raised as RolloutError naming the actor, the stage and the task.
 """
 
 from __future__ import annotations
@@ -58,7 +59,11 @@ class RolloutPool:
         self._weights_ref = None  # the last broadcast, so a replacement worker starts current
         self._remote = ray.remote(RolloutWorker)
         self.workers = [self._spawn(i) for i in range(self.num_workers)]
-        ray.get([w.ping.remote() for w in self.workers], timeout=self.cfg.rollout.call_timeout_s)
+        for i, w in enumerate(self.workers):
+            try:
+                ray.get(w.ping.remote(), timeout=self.cfg.rollout.call_timeout_s)
+            except Exception as e:
+                raise RolloutError(self._name(i), "start", "-", repr(e)) from e
 
     def _name(self, i: int) -> str:
         return f"{self.prefix}-{i}"
@@ -106,9 +111,6 @@ class RolloutPool:
         role: Role = "solver",
     ) -> list[EpisodeResult]:
         """Play every task (skills[i] injected into task i's prompt); one result per task, in order."""
-        import ray
-        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
-
         n = len(tasks)
         skills = skills if skills is not None else [None] * n
         skill_ids = skill_ids or [""] * n
@@ -117,65 +119,78 @@ class RolloutPool:
         ids = [f"{self.prefix}-v{self.version}-e{self._episodes + k}" for k in range(n)]
         self._episodes += n
         width = max(1, min(self.cfg.env.envs_per_actor, math.ceil(n / self.num_workers)))
+
+        def submit(worker, sl: slice):
+            return worker.play.remote(tasks[sl], skills[sl], gen, ids[sl], skill_ids[sl], role)
+
+        return self._dispatch(n, width, submit, "play", lambda k: tasks[k].task_id)
+
+    def generate(self, prompts: list[list[int]], gen: GenParams | list[GenParams]) -> list[list[Generation]]:
+        """Extractor generations, split evenly across workers; a dead or stuck worker is replaced and
+        its prompts resubmitted, exactly like `play`."""
+        n = len(prompts)
+        if not n:
+            return []
+        per = gen if isinstance(gen, list) else [gen] * n
+        width = math.ceil(n / self.num_workers)
+
+        def submit(worker, sl: slice):
+            return worker.generate.remote(prompts[sl], per[sl])
+
+        return self._dispatch(n, width, submit, "generate", lambda k: f"prompt {k}")
+
+    def _dispatch(self, n: int, width: int, submit, stage: str, item_name) -> list:
+        """Run items 0..n-1 in chunks of `width` on whichever worker is free; one result per item.
+
+        A chunk whose worker dies (or exceeds rollout.call_timeout_s) goes back to the queue after the
+        worker is replaced; at most rollout.max_restarts replacements per call. Other errors are raised
+        as RolloutError naming the actor, the stage and the first item of the chunk.
+        """
+        import ray
+        from ray.exceptions import ActorDiedError, ActorUnavailableError, OutOfMemoryError, RayActorError
+
         todo = [_Chunk(s, min(n, s + width)) for s in range(0, n, width)]
-        results: list[EpisodeResult | None] = [None] * n
+        results: list = [None] * n
         running: dict = {}  # ref -> (worker index, chunk, start time)
         idle = list(range(self.num_workers))
         timeout = self.cfg.rollout.call_timeout_s
+        budget = [self.cfg.rollout.max_restarts]  # replacements left in this call
+
+        def retry(i: int, c: _Chunk, why: str) -> None:
+            c.attempts += 1
+            if budget[0] <= 0:
+                raise RolloutError(self._name(i), stage, item_name(c.start), f"{why}; restart budget spent")
+            budget[0] -= 1
+            self._replace(i, f"{stage}: {why}")
+            todo.insert(0, c)
+            idle.append(i)
+
         while todo or running:
             while todo and idle:
                 i, c = idle.pop(0), todo.pop(0)
-                sl = slice(c.start, c.stop)
-                ref = self.workers[i].play.remote(tasks[sl], skills[sl], gen, ids[sl], skill_ids[sl], role)
-                running[ref] = (i, c, time.monotonic())
+                running[submit(self.workers[i], slice(c.start, c.stop))] = (i, c, time.monotonic())
             ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
             for ref in ready:
                 i, c, _t0 = running.pop(ref)
                 try:
-                    results[c.start : c.stop] = ray.get(ref)
-                    idle.append(i)
-                except (RayActorError, ActorDiedError, ActorUnavailableError) as e:
-                    self._retry(i, c, todo, f"died: {type(e).__name__}", tasks)
-                    idle.append(i)
+                    out = ray.get(ref)
+                except (RayActorError, ActorDiedError, ActorUnavailableError, OutOfMemoryError) as e:
+                    retry(i, c, f"died: {type(e).__name__}")  # OOM: Ray's memory monitor killed it
+                    continue
                 except Exception as e:
-                    raise RolloutError(self._name(i), "play", tasks[c.start].task_id, repr(e)) from e
+                    raise RolloutError(self._name(i), stage, item_name(c.start), repr(e)) from e
+                if len(out) != c.stop - c.start:
+                    raise RolloutError(
+                        self._name(i), stage, item_name(c.start), f"{len(out)} results for {c.stop - c.start}"
+                    )
+                results[c.start : c.stop] = out
+                idle.append(i)
             now = time.monotonic()
             for ref, (i, c, t0) in list(running.items()):
                 if now - t0 > timeout:
                     running.pop(ref)
-                    self._retry(i, c, todo, f"timeout after {timeout:.0f} s", tasks)
-                    idle.append(i)
-        missing = [k for k, r in enumerate(results) if r is None]
-        if missing:
-            raise RolloutError(
-                self.prefix, "play", tasks[missing[0]].task_id, f"{len(missing)} results missing"
-            )
-        return results  # type: ignore[return-value]
-
-    def _retry(self, i: int, c: _Chunk, todo: list[_Chunk], why: str, tasks: list[TaskSpec]) -> None:
-        c.attempts += 1
-        if self.restarts >= self.cfg.rollout.max_restarts:
-            raise RolloutError(self._name(i), "play", tasks[c.start].task_id, f"{why}; restart budget spent")
-        self._replace(i, why)
-        todo.insert(0, c)
-
-    def generate(self, prompts: list[list[int]], gen: GenParams | list[GenParams]) -> list[list[Generation]]:
-        """Extractor generations, split evenly across workers."""
-        import ray
-
-        if not prompts:
-            return []
-        per = gen if isinstance(gen, list) else [gen] * len(prompts)
-        width = math.ceil(len(prompts) / self.num_workers)
-        refs = [
-            self.workers[k].generate.remote(prompts[s : s + width], per[s : s + width])
-            for k, s in enumerate(range(0, len(prompts), width))
-        ]
-        try:
-            parts = ray.get(refs, timeout=self.cfg.rollout.call_timeout_s)
-        except Exception as e:
-            raise RolloutError(self.prefix, "generate", "-", repr(e)) from e
-        return [g for part in parts for g in part]
+                    retry(i, c, f"timeout after {timeout:.0f} s")
+        return results
 
     def broadcast(self, weights: dict[str, np.ndarray], version: int) -> float:
         """Put the weights in the object store once and load them into every worker; returns seconds."""
@@ -184,19 +199,35 @@ class RolloutPool:
         t0 = time.perf_counter()
         self._weights_ref = ray.put(weights)
         self.version = int(version)
-        refs = [w.update_weights.remote(self._weights_ref, self.version) for w in self.workers]
-        try:
-            got = ray.get(refs, timeout=self.cfg.rollout.call_timeout_s)
-        except Exception as e:
-            raise RolloutError(self.prefix, "update_weights", "-", repr(e)) from e
+        got = self._each(lambda w: w.update_weights.remote(self._weights_ref, self.version), "update_weights")
         if any(v != self.version for v in got):
             raise RolloutError(self.prefix, "update_weights", "-", f"versions after push: {got}")
         return time.perf_counter() - t0
 
     def versions(self) -> list[int]:
-        import ray
+        return self._each(lambda w: w.version.remote(), "version")
 
-        return ray.get([w.version.remote() for w in self.workers], timeout=self.cfg.rollout.call_timeout_s)
+    def _each(self, call, stage: str) -> list:
+        """`call(worker)` on every worker; a worker that died since the last call is replaced once (its
+        replacement starts from the last broadcast) and asked again. Bounded by rollout.call_timeout_s."""
+        import ray
+        from ray.exceptions import GetTimeoutError, OutOfMemoryError, RayActorError
+
+        out = []
+        for i in range(len(self.workers)):
+            for attempt in (0, 1):
+                try:
+                    out.append(ray.get(call(self.workers[i]), timeout=self.cfg.rollout.call_timeout_s))
+                    break
+                except (RayActorError, OutOfMemoryError) as e:  # OOM: killed by Ray's memory monitor
+                    if attempt:
+                        raise RolloutError(self._name(i), stage, "-", repr(e)) from e
+                    self._replace(i, f"{stage}: died: {type(e).__name__}")
+                except GetTimeoutError as e:
+                    raise RolloutError(
+                        self._name(i), stage, "-", f"no answer in {self.cfg.rollout.call_timeout_s:.0f} s"
+                    ) from e
+        return out
 
     def shutdown(self) -> None:
         import ray

@@ -47,12 +47,18 @@ def special_tokens(tokenizer: Any) -> list[str]:
 
 
 def sanitize(text: str, tokenizer: Any = None) -> str:
-    """Remove chat-template control tokens and the tokenizer's special tokens from outside text."""
-    text = _CONTROL.sub("", text)
-    if tokenizer is not None:
-        for tok in special_tokens(tokenizer):
+    """Remove chat-template control tokens and the tokenizer's special tokens from outside text.
+
+    Repeated until nothing changes: removing an inner token must not splice an outer one together
+    (`<|im_<|x|>start|>` -> `<|im_start|>`)."""
+    toks = special_tokens(tokenizer) if tokenizer is not None else []
+    while True:
+        before = text
+        text = _CONTROL.sub("", text)
+        for tok in toks:
             text = text.replace(tok, "")
-    return text
+        if text == before:
+            return text
 
 
 def _cap(text: str, max_chars: int) -> str:
@@ -65,11 +71,13 @@ def solver_messages(
     constrained: bool = True,
     max_observation_chars: int = 2000,
     tokenizer: Any = None,
+    max_skill_chars: int = 4000,  # skills.max_skill_chars: a card longer than that was not made by us
 ) -> list[dict[str, str]]:
-    """Chat messages for one solver turn (sanitised, observation capped)."""
+    """Chat messages for one solver turn (sanitised; observation and skill capped)."""
 
-    def clean(s: str) -> str:
-        return sanitize(s, tokenizer).strip()
+    def clean(s: str, limit: int = max(max_observation_chars, 1000)) -> str:
+        # cut first (a 1 MB string must not cost 1 MB of scans), then sanitise, then cap what remains
+        return _cap(sanitize(s[: 2 * limit], tokenizer).strip(), limit)
 
     system = (
         f"You are an agent acting in {DOMAINS.get(env_name, env_name)}. "
@@ -77,12 +85,12 @@ def solver_messages(
     )
     parts = []
     if view.skill:
-        parts.append(f"## Reference Skill\n{clean(view.skill)}")
+        parts.append(f"## Reference Skill\n{clean(view.skill, max_skill_chars)}")
     parts.append(f"## Task\n{clean(view.task_text)}")
     if view.history:
-        lines = [f"> {clean(a)}\n{_cap(clean(o), max_observation_chars // 2)}" for a, o in view.history]
+        lines = [f"> {clean(a)}\n{clean(o, max_observation_chars // 2)}" for a, o in view.history]
         parts.append("## Recent history\n" + "\n".join(lines))
-    parts.append(f"## Observation\n{_cap(clean(view.observation), max_observation_chars)}")
+    parts.append(f"## Observation\n{clean(view.observation, max_observation_chars)}")
     if view.admissible_actions:
         parts.append("## Admissible actions\n" + "\n".join(clean(a) for a in view.admissible_actions))
     return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(parts)}]

@@ -41,6 +41,24 @@ def actor_env(cfg: Config) -> dict[str, str]:
     return env
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def local_node_on_loopback() -> None:
+    """Make a local (single-node) Ray advertise 127.0.0.1 instead of the machine's address.
+
+    On Linux Ray resolves its node IP to a reachable interface even when told 127.0.0.1, and its
+    Prometheus metrics endpoint then listens on every interface (0.0.0.0). Ray's own switch for
+    single-machine mode (the one it uses on macOS and Windows) keeps every Ray service, the metrics
+    endpoint included, on loopback. Only for a Ray this process starts; `cluster.address` runs and a
+    non-loopback `cluster.dashboard_host` are left alone.
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # read by Ray at import and by its children
+    import ray._private.ray_constants as rc
+
+    rc.ENABLE_RAY_CLUSTER = False  # in case ray was imported before this call
+
+
 def init_ray(cfg: Config) -> None:
     """Join cluster.address (or start a local Ray) and print where the dashboard is."""
     import ray
@@ -52,6 +70,8 @@ def init_ray(cfg: Config) -> None:
     if c.address:
         ray.init(address=c.address, **kwargs)
     else:
+        if c.dashboard_host in LOOPBACK:
+            local_node_on_loopback()
         ray.init(
             include_dashboard=c.include_dashboard,
             dashboard_host=c.dashboard_host,

@@ -33,6 +33,8 @@ class LearnerGroup:
 
         self.cfg = cfg
         self.timeout_s = timeout_s
+        self.name_prefix = name_prefix
+        self.actors: list = []
         m = cfg.learner.num_learners
         gpus = cfg.learner.num_gpus_per_learner
         bundle = {"CPU": num_cpus_per_learner, **({"GPU": gpus} if gpus else {})}
@@ -58,14 +60,22 @@ class LearnerGroup:
         log.info("learner group ready: %d ranks, master %s:%d", m, addr, port)
 
     def _get(self, refs: list, stage: str) -> list:
+        """ray.get bounded by timeout_s; errors name the learner actor(s) and the stage."""
         import ray
 
+        names = [f"{self.name_prefix}-{i}" for i in range(len(refs))]
         try:
             return ray.get(refs, timeout=self.timeout_s)
         except ray.exceptions.GetTimeoutError:
-            raise TimeoutError(f"learner group: {stage} did not finish within {self.timeout_s}s") from None
+            _, pending = ray.wait(refs, num_returns=len(refs), timeout=0)
+            late = [n for n, r in zip(names, refs) if r in pending] or names
+            raise TimeoutError(
+                f"learner group: {', '.join(late)} did not finish {stage} within {self.timeout_s}s"
+            ) from None
         except ray.exceptions.RayActorError as e:
-            raise RuntimeError(f"learner group: a learner actor died during {stage}: {e}") from e
+            dead = getattr(e, "actor_id", None)
+            who = [n for n, a in zip(names, self.actors) if dead and a._actor_id.hex() == dead] or names
+            raise RuntimeError(f"learner group: {', '.join(who)} died during {stage}: {e}") from e
 
     @property
     def size(self) -> int:

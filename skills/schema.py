@@ -54,9 +54,14 @@ class SkillValidationError(ValueError):
 
 
 def clean_text(text: str, max_chars: int | None = None) -> str:
-    """Strip chat-template control tokens and control characters; cap the length."""
-    text = CONTROL_TOKEN_RE.sub("", text)
-    text = _CTRL_CHARS_RE.sub("", text)
+    """Strip chat-template control tokens and control characters; cap the length.
+
+    Repeated until nothing changes, so a removal cannot splice a token together (`<|im_\x00start|>`)."""
+    while True:
+        before = text
+        text = _CTRL_CHARS_RE.sub("", CONTROL_TOKEN_RE.sub("", text))
+        if text == before:
+            break
     if max_chars is not None and len(text) > max_chars:
         text = text[:max_chars]
     return text

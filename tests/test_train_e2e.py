@@ -1,7 +1,7 @@
 """`evorl train` end to end on tiny settings: real vLLM engine, DeepSpeed learner, ALFWorld, Ray.
 
-Two iterations of the evolving mode, then a resume that continues at the right iteration with the
-same skill library; the Ray metrics endpoint must serve evorl_* metrics while Ray is up.
+Two iterations of the evolving mode; the Ray metrics endpoint must serve evorl_* metrics while Ray
+is up. Resume after a SIGKILL of the whole process is tested in tests/test_faults_resume.py.
 """
 
 import json
@@ -57,7 +57,7 @@ def scrape(port: int, timeout_s: float = 40.0) -> str:
     return text
 
 
-def test_train_two_iterations_then_resume(tmp_path, ray_session):
+def test_train_two_iterations(tmp_path, ray_session):
     from cluster.trainer import train
 
     run = tmp_path / "run"
@@ -84,12 +84,3 @@ def test_train_two_iterations_then_resume(tmp_path, ray_session):
     assert (run / "skills").exists()
 
     assert "evorl_" in scrape(cfg.cluster.metrics_export_port)
-
-    # resume: continues at iteration 2 -> 3 with the same library
-    lib_before = summary["library"]
-    cfg3 = load_config("configs/quickstart.yaml", overrides + ["trainer.iterations=3"])
-    assert train(cfg3, resume=True) == 0
-    summary3 = json.loads((run / "summary.json").read_text())
-    assert summary3["iteration"] == 3 and summary3["policy_version"] == 3
-    assert summary3["resumed_from_iteration"] == 2
-    assert summary3["library"]["skills"] >= lib_before["skills"]

@@ -2,7 +2,10 @@
 call per turn for all its episodes instead of blocking on each game.
 
 `EnvPool` is the plain class (usable and testable without Ray); `EnvPoolActor` is the same class as a
-Ray actor, and `start_env_pools` starts named actors `env-pool-<i>`. Envs are created and games loaded
+Ray actor, and `start_env_pools` starts named actors `env-pool-<i>`. `RemoteEnvPool` is the caller's
+handle on one such actor: every call is bounded by a timeout, and when the actor dies (or hangs) the
+batch's items come back as EnvFailure, the actor is recreated under the same name, and the restart
+is counted. Envs are created and games loaded
 lazily, on a slot's first reset. An env that raises is closed and recreated, and the slot's result is
 an `EnvFailure`, which the episode loop must report as a failed episode (EpisodeResult.failed).
 """
@@ -10,6 +13,7 @@ an `EnvFailure`, which the episode loop must report as a failed episode (Episode
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -152,3 +156,84 @@ def start_env_pools(
         ).remote(envs_per_actor, max_steps)
         for i in range(num_actors)
     ]
+
+
+class EnvPoolError(RuntimeError):
+    """An env-pool actor could not be (re)started: names the actor and the stage."""
+
+
+class RemoteEnvPool:
+    """Handle on one `EnvPoolActor` named `name`: bounded calls, failed items instead of a hang or a
+    crash of the caller when the actor dies, and a fresh actor (empty slots) for the next reset."""
+
+    def __init__(
+        self,
+        name: str,
+        num_envs: int,
+        max_steps: int = 50,
+        timeout_s: float = 120.0,
+        num_cpus: float = 0.5,
+        namespace: str | None = None,
+        env_factory: Callable[[], Any] | None = None,
+    ) -> None:
+        self.name, self.num_envs, self.max_steps = name, num_envs, max_steps
+        self.timeout_s, self.num_cpus, self.namespace = timeout_s, num_cpus, namespace
+        self.env_factory = env_factory
+        self.restarts = 0
+        self.actor = self._start()
+
+    def _start(self) -> Any:
+        actor = EnvPoolActor.options(
+            name=self.name, namespace=self.namespace, num_cpus=self.num_cpus, max_restarts=0
+        ).remote(self.num_envs, self.max_steps, self.env_factory)
+        try:
+            ray.get(actor.get_stats.remote(), timeout=self.timeout_s)
+        except Exception as e:
+            raise EnvPoolError(f"{self.name}: start failed: {type(e).__name__}: {e}") from e
+        return actor
+
+    def _restart(self, stage: str, why: str) -> None:
+        self.restarts += 1
+        log.error("%s: %s failed (%s); recreating the env-pool actor (restart %d)",
+                  self.name, stage, why, self.restarts)  # fmt: skip
+        ray.kill(self.actor, no_restart=True)
+        deadline = time.monotonic() + 30
+        while True:  # the name is released asynchronously after the kill
+            try:
+                ray.get_actor(self.name, namespace=self.namespace)
+            except ValueError:
+                break
+            if time.monotonic() > deadline:
+                raise EnvPoolError(f"{self.name}: {stage}: old actor name not released in 30 s")
+            time.sleep(0.2)
+        self.actor = self._start()
+
+    def _call(self, stage: str, items: Sequence[tuple[int, Any]], method: str) -> list:
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        try:
+            return ray.get(getattr(self.actor, method).remote(list(items)), timeout=self.timeout_s)
+        except (RayActorError, GetTimeoutError) as e:
+            why = (
+                f"no answer in {self.timeout_s:.0f} s" if isinstance(e, GetTimeoutError) else type(e).__name__
+            )
+            self._restart(stage, why)
+            out = []
+            for slot, item in items:
+                task_id = item.task_id if isinstance(item, TaskSpec) else ""
+                out.append(EnvFailure(slot, f"{self.name}: {stage}: actor lost ({why})", task_id))
+            return out
+
+    def reset_batch(self, items: Sequence[tuple[int, TaskSpec]]) -> list[Observation | EnvFailure]:
+        return self._call("reset_batch", items, "reset_batch")
+
+    def step_batch(self, items: Sequence[tuple[int, str]]) -> list[StepResult | EnvFailure]:
+        """After an actor loss every slot is empty: stepping it again gives EnvFailure('step before
+        reset'), so an episode cut by the loss can never continue silently on a fresh env."""
+        return self._call("step_batch", items, "step_batch")
+
+    def get_stats(self) -> PoolStats:
+        return ray.get(self.actor.get_stats.remote(), timeout=self.timeout_s)
+
+    def close(self) -> None:
+        ray.kill(self.actor, no_restart=True)

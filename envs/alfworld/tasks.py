@@ -110,8 +110,13 @@ def scan_games(root: str, task_types: tuple[str, ...] | None = None, with_text: 
 
             text = task_text_from(str(game.get("grammar", "")))
             if not text:
-                anns = traj.get("turk_annotations", {}).get("anns", [])
-                text = anns[0].get("task_desc", "") if anns else ""
+                turk = traj.get("turk_annotations", {})
+                anns = turk.get("anns", []) if isinstance(turk, dict) else None
+                if not isinstance(anns, list) or not all(isinstance(a, dict) for a in anns):
+                    raise TaskDataError(
+                        f"{traj_file}: field 'turk_annotations.anns' must be a list of objects"
+                    )
+                text = str(anns[0].get("task_desc", "")) if anns else ""
         report.games.append(GameEntry(rel, task_type, game_file, traj_file, text))
     report.games.sort(key=lambda g: g.task_id)
     if report.skipped:

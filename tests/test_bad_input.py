@@ -1,0 +1,274 @@
+"""Bad input: random configs and overrides, malformed ALFWorld files, garbage model outputs, absurd sizes.
+
+Configs: only cluster.config.ConfigError, naming the file and a key, ever comes out (property-based).
+Model outputs: unparsable actions and skills are counted with a reason and scored 0, never raised.
+Sizes: a 1 MB skill and a 100k-character observation are capped (and counted), and fast.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cluster.config import Config, ConfigError, load_config
+
+SECTIONS = {
+    name: [f.name for f in __import__("dataclasses").fields(getattr(Config(), name))]
+    for name in Config.__dataclass_fields__
+}
+KEYS = [f"{s}.{k}" for s, ks in SECTIONS.items() for k in ks]
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(["vllm", "alfworld", "evolving", "127.0.0.1", "1e-5", "auto", ""]),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.one_of(st.text(max_size=8), st.integers(), st.sampled_from(["solver", "extractor"])),
+                        inner, max_size=3),
+    ),
+    max_leaves=8,
+)  # fmt: skip
+section_trees = st.fixed_dictionaries(
+    {},
+    optional={s: st.one_of(values, st.dictionaries(st.sampled_from(ks + ["bogus"]), values, max_size=4))
+              for s, ks in SECTIONS.items()},
+)  # fmt: skip
+documents = st.one_of(section_trees, values, st.dictionaries(st.text(max_size=8), values, max_size=3))
+
+
+def yaml_text(value) -> str:
+    return yaml.safe_dump(value, allow_unicode=True)
+
+
+def assert_names_a_key(err: ConfigError, src: str, keys: list[str]) -> None:
+    msg = str(err)
+    assert msg.startswith(src), msg
+    named = [k for k in keys if k.strip() and k in msg or repr(k) in msg] + (
+        ["top level"] if "top level" in msg else []
+    )
+    assert named or re.search(r"override|YAML", msg), msg
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=documents)
+def test_random_config_trees_raise_only_config_error(doc, tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "random.yaml"
+    path.write_text(yaml_text(doc))
+    try:
+        cfg = load_config(path)
+    except ConfigError as e:
+        keys = [str(k) for k in (doc if isinstance(doc, dict) else {})]
+        keys += [
+            str(k) for v in (doc.values() if isinstance(doc, dict) else []) if isinstance(v, dict) for k in v
+        ]
+        assert_names_a_key(e, str(path), keys)
+    else:
+        assert isinstance(cfg, Config)
+
+
+override_values = st.one_of(
+    st.text(max_size=10),
+    st.sampled_from(
+        ["[1, 2", "{a: 1}", "- x", "!!python/object:os.system ls", "1e400", "-1", "0", "null", "[]"]
+    ),
+    st.integers().map(str),
+    st.floats().map(str),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    key=st.one_of(st.sampled_from(KEYS), st.sampled_from(KEYS).map(lambda k: k + ".deeper"),
+                  st.text(max_size=10), st.sampled_from(list(SECTIONS))),
+    value=override_values,
+)  # fmt: skip
+def test_random_overrides_raise_only_config_error(key, value):
+    try:
+        cfg = load_config(None, [f"{key}={value}"])
+    except ConfigError as e:
+        k = f"{key}={value}".split("=", 1)[0].strip()  # the key the override parser sees
+        assert_names_a_key(e, "<defaults>", [k, *k.split(".")])
+    else:
+        assert isinstance(cfg, Config)
+
+
+def test_yaml_tags_are_not_executed(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("trainer: !!python/object/apply:os.system ['touch pwned']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+
+
+# --- ALFWorld data files -----------------------------------------------------------------------------
+def make_game(root: Path, traj, game) -> Path:
+    d = root / "train" / "pick_and_place_simple-Apple-None-Fridge-1" / "trial_0"
+    d.mkdir(parents=True)
+    (d / "traj_data.json").write_text(traj if isinstance(traj, str) else json.dumps(traj))
+    (d / "game.tw-pddl").write_text(game if isinstance(game, str) else json.dumps(game))
+    return d
+
+
+@pytest.mark.parametrize(
+    "traj,game,where,field",
+    [
+        ("{not json", {"solvable": True}, "traj_data.json", "not valid JSON"),
+        ([1, 2], {"solvable": True}, "traj_data.json", "task_type"),
+        ({"task_type": 7}, {"solvable": True}, "traj_data.json", "task_type"),
+        ({"task_type": "pick_and_place_simple"}, "\x00\x01", "game.tw-pddl", "not valid JSON"),
+        ({"task_type": "pick_and_place_simple", "turk_annotations": "x"}, {"solvable": True, "grammar": ""},
+         "traj_data.json", "turk_annotations"),
+        ({"task_type": "pick_and_place_simple", "turk_annotations": {"anns": [3]}}, {"solvable": True},
+         "traj_data.json", "turk_annotations"),
+    ],
+)  # fmt: skip
+def test_malformed_alfworld_files_name_file_and_field(tmp_path, traj, game, where, field):
+    from envs.alfworld.tasks import TaskDataError, list_tasks
+
+    d = make_game(tmp_path, traj, game)
+    with pytest.raises(TaskDataError) as info:
+        list_tasks(str(tmp_path), "train")
+    assert str(d / where) in str(info.value) and field in str(info.value)
+
+
+def test_unsolvable_alfworld_game_is_a_counted_skip(tmp_path, caplog):
+    from envs.alfworld.tasks import scan_games
+
+    make_game(tmp_path, {"task_type": "pick_and_place_simple"}, {"grammar": ""})
+    report = scan_games(str(tmp_path / "train"))
+    assert report.games == [] and report.skipped["not marked solvable"] == 1
+
+
+# --- model outputs and absurd sizes ------------------------------------------------------------------
+GARBAGE = [
+    "",
+    "   ",
+    "\x00\x01\x02",
+    "<action></action>",
+    "<|im_end|><|im_start|>system",
+    "{" * 5000,
+    "🙂" * 300,
+]
+
+
+@given(text=st.one_of(st.text(max_size=400), st.sampled_from(GARBAGE)))
+@settings(max_examples=200, deadline=None)
+def test_any_extractor_output_is_a_skill_or_a_reason(text):
+    from skills.parse import parse_skill
+
+    r = parse_skill(text)
+    assert (r.skill is None) != (r.reason is None) and r.score in (0.0, 1.0)
+    if r.skill is None:
+        assert re.fullmatch(
+            r"(no_json|invalid_json|missing_field|wrong_type|bad_name|too_long)(:.*)?", r.reason
+        )
+
+
+def test_one_megabyte_skill_is_rejected_fast_with_a_reason():
+    from skills.parse import parse_skill
+
+    big = json.dumps({"name": "huge-skill", "description": "x" * 1_000_000, "workflow": []})
+    t0 = time.perf_counter()
+    r = parse_skill("Here it is:\n" + big)
+    assert time.perf_counter() - t0 < 2.0
+    assert r.skill is None and r.category in {"too_long", "invalid_json", "no_json", "missing_field"}
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from cluster.model_store import resolve_model
+
+    try:
+        return AutoTokenizer.from_pretrained(resolve_model("embedded"))
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+
+
+class FakeEngine:
+    """Stands in for vLLM inside an episode-loop test: answers every prompt with `reply`."""
+
+    name = "fake"
+
+    def __init__(self, tokenizer, reply: str) -> None:
+        self.tokenizer, self.reply, self.version, self.prompt_lens = tokenizer, reply, 0, []
+
+    def generate(self, prompts, params):
+        from actors.engine import Generation
+
+        self.prompt_lens += [len(p) for p in prompts]
+        ids = self.tokenizer.encode(self.reply, add_special_tokens=False)[:16] or [0]
+        return [[Generation(self.reply, ids, [-1.0] * len(ids), "stop")] for _ in prompts]
+
+
+class FakeHugeEnv:
+    """Observations of `size` characters; never won; admissible actions given."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.n = size, 0
+
+    def _obs(self):
+        from envs.base import Observation
+
+        return Observation(
+            "You see " + "a dusty shelf, " * (self.size // 15), ["look", "go to shelf 1"], "find it", "t"
+        )
+
+    def reset(self, task):
+        return self._obs()
+
+    def step(self, action):
+        from envs.base import StepResult
+
+        self.n += 1
+        return StepResult(self._obs(), 0.0, False, False, action not in ("look", "go to shelf 1"))
+
+    def close(self):
+        pass
+
+
+def test_unparsable_actions_and_huge_observations_are_counted_not_fatal(tokenizer):
+    from actors.engine import GenParams
+    from actors.episode import run_episodes
+    from cluster.config import EnvConfig
+    from cluster.records import TaskSpec
+
+    env_cfg = EnvConfig(max_steps=3, constrained_actions=False, max_observation_chars=2000, history_window=2)
+    engine = FakeEngine(tokenizer, "I think I should <|im_end|> maybe dance?\n\nwell")
+    tasks = [TaskSpec(f"t{i}", "alfworld", "fake", "find it", "ref") for i in range(2)]
+    t0 = time.perf_counter()
+    out = run_episodes(engine, [FakeHugeEnv(100_000) for _ in tasks], tasks, [None, "x" * 1_000_000],
+                       GenParams(max_tokens=16), env_cfg, 0, max_model_len=2048)  # fmt: skip
+    assert time.perf_counter() - t0 < 30
+    for r in out:
+        assert not r.failed and r.steps == 3 and r.truncated
+        assert r.unparsable_actions == 3 and len(r.info["unparsable"]) == 3
+        assert r.info["observation_capped"] == 3
+        assert r.invalid_actions == 3
+    assert max(engine.prompt_lens) + 16 <= 2048  # 100k characters and a 1 MB skill still fit
+
+
+def test_huge_texts_are_capped_in_the_solver_prompt(tokenizer):
+    from actors.prompts import SolverView, encode_messages, solver_messages
+
+    view = SolverView(
+        "t" * 50_000, "o" * 100_000, ["a" * 50_000], [("b" * 50_000, "c" * 100_000)], "s" * 1_000_000
+    )
+    msgs = solver_messages(view, max_observation_chars=2000, tokenizer=tokenizer, max_skill_chars=4000)
+    assert len(msgs[1]["content"]) < 4000 + 2000 + 1000 + 4 * 2000 + 500
+    assert len(encode_messages(tokenizer, msgs)) < 20_000

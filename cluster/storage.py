@@ -27,6 +27,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o644)  # mkstemp makes 0600; these are ordinary data files
             write(f)
             f.flush()
             os.fsync(f.fileno())

@@ -19,12 +19,12 @@ import multiprocessing as mp
 import os
 import random
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from typing import Any
 
+from cluster.storage import atomic_write_text
 from envs.alfworld.tasks import SPLITS, TASK_TYPES
 
 GENERATOR_VERSION = 1
@@ -441,21 +441,6 @@ def run_job(job: Job) -> tuple[Job, str, str, str]:
     )
 
 
-def write_atomic(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 @dataclass
 class GenerationReport:
     out_dir: str
@@ -514,14 +499,14 @@ def generate(
         "task_types": list(task_types),
         "counts": counts,
     }
-    write_atomic(os.path.join(out_dir, MANIFEST), dumps(manifest))
+    atomic_write_text(os.path.join(out_dir, MANIFEST), dumps(manifest))
     return GenerationReport(out_dir, counts, sum(sum(v.values()) for v in counts.values()))
 
 
 def _consume(out_dir: str, results: Any, counts: dict[str, dict[str, int]]) -> None:
     for job, rel, traj_text, game_text in results:
-        write_atomic(os.path.join(out_dir, rel, "traj_data.json"), traj_text)
-        write_atomic(os.path.join(out_dir, rel, "game.tw-pddl"), game_text)
+        atomic_write_text(os.path.join(out_dir, rel, "traj_data.json"), traj_text)
+        atomic_write_text(os.path.join(out_dir, rel, "game.tw-pddl"), game_text)
         counts[job.split][job.task_type] += 1
 
 

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from cluster.storage import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -399,29 +400,23 @@ def cache_path(source: str | Path, cache_dir: str | Path) -> Path:
 
 
 def write_parquet(records: Iterator[TaskRecord], dest: Path, keep_raw_html: bool = False) -> int:
-    """Write records to `dest` atomically (temp file + fsync + os.replace); returns the record count."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".tmp", dir=dest.parent)
+    """Write records to `dest` atomically (cluster.storage.atomic_write); returns the record count."""
     n = 0
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o644)
-            with pq.ParquetWriter(fh, TASK_SCHEMA, compression="zstd") as writer:
-                batch: list[dict] = []
-                for r in records:
-                    batch.append(_record_row(r, keep_raw_html))
-                    n += 1
-                    if len(batch) == _ROWS_PER_GROUP:
-                        writer.write_table(pa.Table.from_pylist(batch, schema=TASK_SCHEMA))
-                        batch = []
-                if batch:
+
+    def write(fh) -> None:
+        nonlocal n
+        with pq.ParquetWriter(fh, TASK_SCHEMA, compression="zstd") as writer:
+            batch: list[dict] = []
+            for r in records:
+                batch.append(_record_row(r, keep_raw_html))
+                n += 1
+                if len(batch) == _ROWS_PER_GROUP:
                     writer.write_table(pa.Table.from_pylist(batch, schema=TASK_SCHEMA))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+                    batch = []
+            if batch:
+                writer.write_table(pa.Table.from_pylist(batch, schema=TASK_SCHEMA))
+
+    atomic_write(dest, write)
     return n
 
 

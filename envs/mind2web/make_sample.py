@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from cluster.storage import atomic_write_text
 
 SEED = 20240611
 TEMPLATES = Path(__file__).parent / "sample" / "templates.yaml"
@@ -364,19 +364,8 @@ def build_splits(spec: Spec) -> dict[str, list[dict]]:
 
 
 def _write_json_atomic(path: Path, records: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = "[\n" + ",\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n]\n"
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            os.fchmod(f.fileno(), 0o644)
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
 
 
 def write_sample(out_dir: str | Path) -> dict[str, int]:

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The learning experiment of docs/results.md, end to end (about 1 h per seed on 2 loaded CPU cores):
+#   data -> planner demos of TRAINED types only -> eval untrained -> SFT warm start -> eval SFT
+#   -> per seed: grpo run, evolving run (same budget) -> transfer: evolving library given to the
+#   untrained and to the SFT model -> tables (learning_report.py) and plots (evorl plot).
+# Each stage is skipped when its output exists, so an interrupted run continues where it stopped;
+# FORCE=1 redoes everything. Knobs: SEEDS="0 1 2", ITERS=4, SFT_EPOCHS=2, SFT_DEMOS_PER_TYPE=4,
+# SKIP_UNTRAINED_TRANSFER=1 (library given to the SFT model only), METRICS_PORT.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export EVORL_CACHE="${EVORL_CACHE:-$PWD/.cache}" ALFWORLD_DATA="${ALFWORLD_DATA:-$PWD/.cache/alfworld}"
+export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$PWD/.cache/torch_extensions}" HF_HUB_OFFLINE=1
+EVORL=.venv/bin/evorl PY=.venv/bin/python
+CFG=configs/bench_alfworld_easy.yaml
+DATA=data/bench/alfworld-easy
+OUT=benchmarks/results/learning
+SEEDS="${SEEDS:-0}" ITERS="${ITERS:-4}" SFT_EPOCHS="${SFT_EPOCHS:-2}" PER_TYPE="${SFT_DEMOS_PER_TYPE:-4}"
+SFT_ROOT=data/bench/sft
+PORT="${METRICS_PORT:-23816}"  # Ray metrics port of our own: a second local Ray on the default fails to start
+mkdir -p "$OUT"
+todo() { [[ "${FORCE:-0}" == 1 || ! -s "$1" ]]; }
+ev() { # ev LABEL [evorl eval args...]: greedy eval of the whole valid_seen split -> $OUT/eval_LABEL.json
+  local label=$1; shift
+  if todo "$OUT/eval_$label.json"; then
+    echo "== eval $label"
+    # one retry: on a shared machine a worker can be OOM-killed by other jobs' memory use
+    $EVORL eval --config $CFG --json "$@" cluster.include_dashboard=false cluster.metrics_export_port="$PORT" > "$OUT/eval_$label.json.tmp" ||
+      $EVORL eval --config $CFG --json "$@" cluster.include_dashboard=false cluster.metrics_export_port="$PORT" > "$OUT/eval_$label.json.tmp"
+    mv "$OUT/eval_$label.json.tmp" "$OUT/eval_$label.json"
+  fi
+}
+sft_model() { # the checkpoint `evorl sft` names in <out>/latest (an HF folder), or nothing
+  local d; d=$(cat $SFT_ROOT/latest 2>/dev/null) && [[ -d $SFT_ROOT/$d ]] && echo "$SFT_ROOT/$d"; return 0
+}
+
+todo $DATA/evorl_alfworld.json && $EVORL data alfworld --out $DATA --per-type 8 --valid-per-type 8 \
+  --splits train,valid_seen --preset easy --workers 2 --seed 0
+todo data/bench/demos_train_all.jsonl && $EVORL data alfworld-demos $DATA/train --out data/bench/demos_train_all.jsonl --workers 2
+todo data/bench/demos_trained.jsonl && $PY benchmarks/learning_demos.py data/bench/demos_train_all.jsonl \
+  data/bench/demos_trained.jsonl --per-type "$PER_TYPE"
+
+ev untrained
+if [[ "${FORCE:-0}" == 1 || -z "$(sft_model)" ]]; then
+  $EVORL sft --config $CFG --demos data/bench/demos_trained.jsonl --out $SFT_ROOT --epochs "$SFT_EPOCHS" \
+    --batch-turns 16 --lr 1e-4 cluster.include_dashboard=false cluster.metrics_export_port="$PORT"
+  cp $SFT_ROOT/sft_metrics.jsonl "$OUT/sft_metrics.jsonl"
+fi
+SFT=$(sft_model)
+ev sft --checkpoint "$SFT"
+
+for seed in $SEEDS; do
+  for mode in grpo evolving; do
+    run=runs/bench/$mode-seed$seed
+    if todo "$OUT/$mode-seed$seed/summary.json"; then
+      [[ "${FORCE:-0}" == 1 ]] && rm -rf "$run"
+      args=(--config $CFG trainer.mode=$mode trainer.seed=$seed trainer.iterations="$ITERS" model.path="$SFT"
+        trainer.run_dir="$run" trainer.checkpoint_every=1 cluster.include_dashboard=false cluster.metrics_export_port="$PORT")
+      $EVORL train "${args[@]}" --resume || $EVORL train "${args[@]}" --resume  # a retry resumes
+      mkdir -p "$OUT/$mode-seed$seed"
+      cp "$run/summary.json" "$run/metrics.jsonl" "$run/config.yaml" "$OUT/$mode-seed$seed/"
+      $EVORL plot "$run" | while read -r png; do cp "$png" "$OUT/$mode-seed$seed/"; done
+    fi
+  done
+  ev "sft+skills-seed$seed" --checkpoint "$SFT" --skills "runs/bench/evolving-seed$seed/skills"
+  [[ "${SKIP_UNTRAINED_TRANSFER:-0}" == 1 ]] || ev "untrained+skills-seed$seed" --skills "runs/bench/evolving-seed$seed/skills"
+done
+SEEDS="$SEEDS" ITERS="$ITERS" SFT_EPOCHS="$SFT_EPOCHS" PER_TYPE="$PER_TYPE" CFG="$CFG" SFT="$SFT" $PY - "$OUT/meta.json" <<'PYEOF'
+import json, os, platform, sys
+from datetime import UTC, datetime
+from cluster.storage import write_json_plain
+e = os.environ
+write_json_plain(sys.argv[1], {
+    "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs, no GPU",
+    "config": e["CFG"], "seeds": e["SEEDS"].split(),
+    "start": f"SFT ({e['SFT_EPOCHS']} epochs, lr 1e-4, 16 demo steps per batch) on planner demos of the 4 trained types "
+             f"({e['PER_TYPE']} games each); checkpoint {e['SFT']}",
+    "budget": f"{e['ITERS']} iterations x batch 2 (grpo: 4 samples per task; evolving: 2 candidates x 2 neighbours)",
+})
+PYEOF
+$PY benchmarks/learning_report.py --results "$OUT"

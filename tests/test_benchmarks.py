@@ -1,0 +1,74 @@
+"""The benchmark report helpers: Wilson intervals, eval-output parsing, demo selection, table splicing."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+report = _load("learning_report")
+demos = _load("learning_demos")
+tables = _load("write_tables")
+trl_bench = _load("trl_grpo")
+
+
+def test_wilson_known_values():
+    lo, hi = report.wilson(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(0.2775, abs=1e-3)  # not the degenerate [0, 0]
+    lo, hi = report.wilson(5, 10)
+    assert (lo, hi) == (pytest.approx(0.2366, abs=1e-3), pytest.approx(0.7634, abs=1e-3))
+    assert report.wilson(0, 0) == (0.0, 1.0)
+
+
+def test_eval_stdout_parsing_skips_log_lines(tmp_path):
+    f = tmp_path / "eval.json"
+    f.write_text('[evorl] Ray dashboard disabled\n(RolloutWorker pid=1) INFO {x}\n{\n "eval/s/a": 0.5\n}\n')
+    assert report.read_eval_stdout(f) == {"eval/s/a": 0.5}
+    (tmp_path / "bad.json").write_text("no json here\n")
+    with pytest.raises(ValueError, match="bad.json"):
+        report.read_eval_stdout(tmp_path / "bad.json")
+
+
+def test_counts_groups_and_missing_type():
+    stats = {"eval/v/a": 0.5, "eval/v/b": 0.25, "eval/v/h": 0.0}
+    c = report.counts(stats, "v", Counter({"a": 4, "b": 4, "h": 2}), {"a", "b"})
+    assert c["trained_success"] == (3, 8) and c["heldout_success"] == (0, 2) and c["success"] == (3, 10)
+    with pytest.raises(ValueError, match="eval/v/z"):
+        report.counts(stats, "v", Counter({"z": 1}), set())
+
+
+def test_demo_selection_drops_heldout_types():
+    recs = [{"task_id": f"t{i}", "task_type": t} for i, t in enumerate(
+        ["pick_and_place_simple"] * 3 + ["pick_two_obj_and_place", "look_at_obj_in_light"]
+    )]  # fmt: skip
+    kept = demos.select(recs, per_type=2)
+    assert [r["task_id"] for r in kept] == ["t0", "t1"]
+
+
+def test_splice_keeps_hand_written_text():
+    text = f"intro\n{tables.BEGIN}\nold\n{tables.END}\noutro\n"
+    out = tables.splice(text, "| new |", "doc")
+    assert out == f"intro\n{tables.BEGIN}\n| new |\n{tables.END}\noutro\n"
+    with pytest.raises(ValueError, match="markers"):
+        tables.splice("no markers", "x", "doc")
+
+
+def test_jaccard_reward_is_graded():
+    adm = ["go to sink 1", "take apple 1 from table 1"]
+    assert trl_bench.jaccard_reward("go to sink 1", adm) == 1.0
+    assert 0 < trl_bench.jaccard_reward("go to table 1", adm) < 1
+    assert trl_bench.jaccard_reward("", adm) == 0.0

@@ -61,8 +61,14 @@ for seed in $SEEDS; do
       $EVORL plot "$run" | while read -r png; do cp "$png" "$OUT/$mode-seed$seed/"; done
     fi
   done
-  ev "sft+skills-seed$seed" --checkpoint "$SFT" --skills "runs/bench/evolving-seed$seed/skills"
-  [[ "${SKIP_UNTRAINED_TRANSFER:-0}" == 1 ]] || ev "untrained+skills-seed$seed" --skills "runs/bench/evolving-seed$seed/skills"
+  lib=runs/bench/evolving-seed$seed/skills
+  accepted=$($PY -c "import sys; from skills.library import SkillLibrary; print(len(SkillLibrary.open(sys.argv[1]).with_status('accepted')))" "$lib")
+  if [[ "$accepted" == 0 ]]; then  # `evorl eval --skills` injects accepted skills only: it would equal the start
+    echo "seed $seed: the library has no accepted skill; transfer check skipped" | tee "$OUT/transfer-seed$seed.txt"
+  else
+    ev "sft+skills-seed$seed" --checkpoint "$SFT" --skills "$lib"
+    [[ "${SKIP_UNTRAINED_TRANSFER:-0}" == 1 ]] || ev "untrained+skills-seed$seed" --skills "$lib"
+  fi
 done
 SEEDS="$SEEDS" ITERS="$ITERS" SFT_EPOCHS="$SFT_EPOCHS" PER_TYPE="$PER_TYPE" CFG="$CFG" SFT="$SFT" $PY - "$OUT/meta.json" <<'PYEOF'
 import json, os, platform, sys

@@ -191,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(
                 f"| {name} | {r['iterations']} | {r['wall_s']:.0f} | {r['mean_iteration_s']:.0f} | {succ} | {_library(r['library'])} |"
             )
+    notes = [f.read_text().strip() for f in sorted(res.glob("transfer-*.txt"))]
+    if notes:
+        lines += ["", "Transfer check (the evolving run's library given to the SFT start model):", ""]
+        lines += [f"- {n}" for n in notes]
     if meta.get("notes"):
         lines += ["", *meta["notes"]]
     atomic_write_bytes(res / "learning.md", ("\n".join(lines) + "\n").encode())

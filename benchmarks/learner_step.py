@@ -158,6 +158,7 @@ def main() -> None:
         None,
         [
             f"learner.zero_stage={args.zero}",
+            f"learner.num_threads={os.environ['OMP_NUM_THREADS']}",  # the bare step's thread count
             "learner.lr=1e-6",
             f"learner.micro_batch_tokens={4 * (args.prompt + args.response)}",
             "learner.kl_coef={solver: 0.0, extractor: 0.0}",

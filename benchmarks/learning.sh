@@ -5,7 +5,10 @@
 #   untrained and to the SFT model -> tables (learning_report.py) and plots (evorl plot).
 # Each stage is skipped when its output exists, so an interrupted run continues where it stopped;
 # FORCE=1 redoes everything. Knobs: SEEDS="0 1 2", ITERS=4, SFT_EPOCHS=2, SFT_DEMOS_PER_TYPE=4,
-# SKIP_UNTRAINED_TRANSFER=1 (library given to the SFT model only), METRICS_PORT.
+# SKIP_UNTRAINED_TRANSFER=1 (library given to the SFT model only), METRICS_PORT, and SETTING:
+#   both-roles (default): the SFT start also sees teacher skill cards in half the solver demos and
+#     learns the extractor role (transcript -> teacher skill JSON); results in benchmarks/results/learning
+#   solver-only: SFT on plain solver demos only; results in benchmarks/results/learning_solver_sft
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export EVORL_CACHE="${EVORL_CACHE:-$PWD/.cache}" ALFWORLD_DATA="${ALFWORLD_DATA:-$PWD/.cache/alfworld}"
@@ -13,9 +16,13 @@ export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$PWD/.cache/torch_extension
 EVORL=.venv/bin/evorl PY=.venv/bin/python
 CFG=configs/bench_alfworld_easy.yaml
 DATA=data/bench/alfworld-easy
-OUT=benchmarks/results/learning
 SEEDS="${SEEDS:-0}" ITERS="${ITERS:-4}" SFT_EPOCHS="${SFT_EPOCHS:-2}" PER_TYPE="${SFT_DEMOS_PER_TYPE:-4}"
-SFT_ROOT=data/bench/sft
+SETTING="${SETTING:-both-roles}"
+case "$SETTING" in
+  both-roles) OUT=benchmarks/results/learning SFT_ROOT=data/bench/sft-both SFT_ARGS=(--skill-cards 0.5 --extractor) ;;
+  solver-only) OUT=benchmarks/results/learning_solver_sft SFT_ROOT=data/bench/sft SFT_ARGS=() ;;
+  *) echo "learning.sh: SETTING must be both-roles or solver-only, not '$SETTING'" >&2; exit 2 ;;
+esac
 PORT="${METRICS_PORT:-23816}"  # Ray metrics port of our own: a second local Ray on the default fails to start
 mkdir -p "$OUT"
 todo() { [[ "${FORCE:-0}" == 1 || ! -s "$1" ]]; }
@@ -42,7 +49,7 @@ todo data/bench/demos_trained.jsonl && $PY benchmarks/learning_demos.py data/ben
 ev untrained
 if [[ "${FORCE:-0}" == 1 || -z "$(sft_model)" ]]; then
   $EVORL sft --config $CFG --demos data/bench/demos_trained.jsonl --out $SFT_ROOT --epochs "$SFT_EPOCHS" \
-    --batch-turns 16 --lr 1e-4 cluster.include_dashboard=false cluster.metrics_export_port="$PORT"
+    --batch-turns 16 --lr 1e-4 "${SFT_ARGS[@]}" cluster.include_dashboard=false cluster.metrics_export_port="$PORT"
   cp $SFT_ROOT/sft_metrics.jsonl "$OUT/sft_metrics.jsonl"
 fi
 SFT=$(sft_model)
@@ -50,7 +57,7 @@ ev sft --checkpoint "$SFT"
 
 for seed in $SEEDS; do
   for mode in grpo evolving; do
-    run=runs/bench/$mode-seed$seed
+    run=runs/bench/$SETTING/$mode-seed$seed
     if todo "$OUT/$mode-seed$seed/summary.json"; then
       [[ "${FORCE:-0}" == 1 ]] && rm -rf "$run"
       args=(--config $CFG trainer.mode=$mode trainer.seed=$seed trainer.iterations="$ITERS" model.path="$SFT"
@@ -61,7 +68,7 @@ for seed in $SEEDS; do
       $EVORL plot "$run" | while read -r png; do cp "$png" "$OUT/$mode-seed$seed/"; done
     fi
   done
-  lib=runs/bench/evolving-seed$seed/skills
+  lib=runs/bench/$SETTING/evolving-seed$seed/skills
   accepted=$($PY -c "import sys; from skills.library import SkillLibrary; print(len(SkillLibrary.open(sys.argv[1]).with_status('accepted')))" "$lib")
   if [[ "$accepted" == 0 ]]; then  # `evorl eval --skills` injects accepted skills only: it would equal the start
     echo "seed $seed: the library has no accepted skill; transfer check skipped" | tee "$OUT/transfer-seed$seed.txt"
@@ -70,7 +77,7 @@ for seed in $SEEDS; do
     [[ "${SKIP_UNTRAINED_TRANSFER:-0}" == 1 ]] || ev "untrained+skills-seed$seed" --skills "$lib"
   fi
 done
-SEEDS="$SEEDS" ITERS="$ITERS" SFT_EPOCHS="$SFT_EPOCHS" PER_TYPE="$PER_TYPE" CFG="$CFG" SFT="$SFT" $PY - "$OUT/meta.json" <<'PYEOF'
+SEEDS="$SEEDS" ITERS="$ITERS" SFT_EPOCHS="$SFT_EPOCHS" PER_TYPE="$PER_TYPE" CFG="$CFG" SFT="$SFT" SFT_ARGS="${SFT_ARGS[*]}" $PY - "$OUT/meta.json" <<'PYEOF'
 import json, os, platform, sys
 from datetime import UTC, datetime
 from cluster.storage import write_json_plain
@@ -79,8 +86,8 @@ write_json_plain(sys.argv[1], {
     "date": datetime.now(UTC).isoformat(timespec="seconds"),
     "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs, no GPU",
     "config": e["CFG"], "seeds": e["SEEDS"].split(),
-    "start": f"SFT ({e['SFT_EPOCHS']} epochs, lr 1e-4, 16 demo steps per batch) on planner demos of the 4 trained types "
-             f"({e['PER_TYPE']} games each); checkpoint {e['SFT']}",
+    "start": f"SFT ({e['SFT_EPOCHS']} epochs, lr 1e-4, 16 demo turns per batch, options '{e['SFT_ARGS']}') on planner "
+             f"demos of the 4 trained types ({e['PER_TYPE']} games each); checkpoint {e['SFT']}",
     "budget": f"{e['ITERS']} iterations x batch 2 (grpo: 4 samples per task; evolving: 2 candidates x 2 neighbours)",
 })
 PYEOF

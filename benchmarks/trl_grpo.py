@@ -12,7 +12,7 @@ Both sides run one GRPO optimisation step per iteration on `prompts x group` sam
 Prompts: ALFWorld solver prompts (actors.prompts) rendered from planner demonstrations, the same
 chat messages on both sides (checked to tokenise identically). Reward: word-Jaccard overlap of the
 completion with its closest admissible action (graded, so groups have variance on both sides).
-Threads: ours runs each stage in a Ray actor with 1 thread; TRL runs with torch threads = 1 too.
+Threads: ours runs each stage in a Ray actor with 1 thread (learner.num_threads=1); TRL with torch threads = 1.
 Timing: 1 warm-up step per side, then `--steps` timed steps; blocks ours -> TRL -> ours so load
 drift on the shared machine shows up. Writes benchmarks/results/trl_grpo.{json,md}.
 """
@@ -195,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # own metrics port: a second local Ray on the default one fails to start (port in use)
     ray_opts = ["cluster.include_dashboard=false", f"cluster.metrics_export_port={args.metrics_port}"]
-    cfg = load_config(args.config, [*ray_opts, "model.max_model_len=1024"])
+    # one torch thread on both sides (TRL: torch.set_num_threads(1) in run_trl)
+    cfg = load_config(args.config, [*ray_opts, "model.max_model_len=1024", "learner.num_threads=1"])
     model_dir = str(resolve_model(cfg.model.path))
     tok = AutoTokenizer.from_pretrained(model_dir)
     prompts = load_prompts(args.demos, args.prompts, tok)
@@ -251,7 +252,9 @@ ours timed in two blocks around TRL's ({len(ours_a) - 1} + {len(ours_b) - 1} ste
 | **ratio ours / TRL** | | **{ratio:.2f}x** (target >= 2x) | |
 
 Our step by stage (median s): generate {stage["generate_s"]:.2f}, learner train {stage["train_s"]:.2f},
-weight broadcast {stage["broadcast_s"]:.2f}.
+weight broadcast {stage["broadcast_s"]:.2f}. Our learner encodes each prompt once for its {args.group} samples
+(learner.share_prompts={cfg.learner.share_prompts}; the logprobs are those of separate rows, checked in
+tests/test_learner.py); TRL encodes prompt + completion per sample. Both sides 1 torch thread.
 """
     atomic_write_bytes(RESULTS / "trl_grpo.md", md.encode())
     print(md)

@@ -21,6 +21,9 @@ class ConfigError(ValueError):
     pass
 
 
+EXTRACTOR_PROMPT_MIN_TOKENS = 384  # extractor system prompt + headers + a few trajectory lines
+
+
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ConfigError(msg)
@@ -130,6 +133,8 @@ class LearnerConfig:
     weight_decay: float = 0.0
     micro_batch_tokens: int = 2048  # token budget per packed micro-batch
     gradient_checkpointing: bool = True  # recompute activations: ~4x less learner memory for ~30% time
+    share_prompts: bool = True  # rows with identical prompts computed as one sequence (learner/batching.py)
+    num_threads: int = 0  # CPU learners: torch threads per rank; 0 = the node's cores / num_learners
     grad_clip: float = 1.0
     optimizer: Literal["adamw", "cpu_adam"] = "adamw"
     eps_low: float = 0.1
@@ -146,6 +151,7 @@ class LearnerConfig:
     def validate(self) -> None:
         _check(self.num_learners >= 1, "learner.num_learners: expected >= 1")
         _check(self.zero_stage in (0, 1, 2, 3), "learner.zero_stage: expected 0, 1, 2 or 3")
+        _check(self.num_threads >= 0, "learner.num_threads: expected >= 0 (0 = automatic)")
         _check(0 < self.lr < 1, "learner.lr: expected in (0, 1)")
         _check(0 <= self.eps_low < 1 and 0 <= self.eps_high < 10, "learner.eps_low/eps_high: out of range")
         _check(self.micro_batch_tokens >= 64, "learner.micro_batch_tokens: expected >= 64")
@@ -179,7 +185,7 @@ class ClusterConfig:
     address: str = ""  # "" = start a local Ray; "auto" = join the running cluster
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8265
-    metrics_export_port: int = 8080
+    metrics_export_port: int = 8080  # Prometheus scrape port; taken -> a free one (logged); 0 = any free
     include_dashboard: bool = True
 
     def validate(self) -> None:
@@ -229,6 +235,19 @@ class Config:
     def validate(self) -> None:
         for f in dataclasses.fields(self):
             getattr(self, f.name).validate()
+        # Cross-section: the extractor's system prompt alone is ~300 tokens (skills/extractor.py); the
+        # trajectory is cut at run time to fit what is left, but the skill itself must fit.
+        _check(
+            self.trainer.mode not in ("evolving", "frozen-skills")  # the modes that extract
+            or self.skills.extractor_max_tokens + EXTRACTOR_PROMPT_MIN_TOKENS <= self.model.max_model_len,
+            f"skills.extractor_max_tokens: {self.skills.extractor_max_tokens} + an extractor prompt of at least "
+            f"{EXTRACTOR_PROMPT_MIN_TOKENS} tokens exceeds model.max_model_len ({self.model.max_model_len})",
+        )
+        _check(
+            self.rollout.max_new_tokens < self.model.max_model_len,
+            f"rollout.max_new_tokens: {self.rollout.max_new_tokens} leaves no room for a prompt in "
+            f"model.max_model_len ({self.model.max_model_len})",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

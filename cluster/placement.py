@@ -59,6 +59,27 @@ def local_node_on_loopback() -> None:
     rc.ENABLE_RAY_CLUSTER = False  # in case ray was imported before this call
 
 
+def metrics_port(port: int) -> int:
+    """`port` if it is free on this host, else a free one (logged): a second local run (a test, a
+    benchmark next to a training job) must not fail to start because the first holds Ray's 8080.
+    0 always picks a free port."""
+    import socket
+
+    for candidate in (port, 0) if port else (0,):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            free = s.getsockname()[1]
+        if candidate != port:
+            log.warning(
+                "cluster.metrics_export_port %d is in use; Ray metrics on port %d instead", port, free
+            )
+        return free
+    raise OSError("no free TCP port on 127.0.0.1")  # unreachable on a working host
+
+
 def init_ray(cfg: Config) -> None:
     """Join cluster.address (or start a local Ray) and print where the dashboard is."""
     import ray
@@ -76,7 +97,7 @@ def init_ray(cfg: Config) -> None:
             include_dashboard=c.include_dashboard,
             dashboard_host=c.dashboard_host,
             dashboard_port=c.dashboard_port,
-            _metrics_export_port=c.metrics_export_port,
+            _metrics_export_port=metrics_port(c.metrics_export_port),
             **kwargs,
         )
     ctx = ray.get_runtime_context()

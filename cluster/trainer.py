@@ -119,10 +119,16 @@ class Trainer:
                 stats |= adv.as_metrics("adv/")
             stats |= episode_stats("source", src)
             stats |= candidate_stats(candidates)
+            stats |= episode_stats(
+                "baseline", [e for eps in baselines.values() for e in eps]
+            )  # same tasks, no skill
         self.save_trajectories(turns)  # every sampled turn is kept on disk, trained on or not
         if self.cfg.learner.skip_zero_advantage:
             stats["learner/skipped_zero_adv_turns"] = sum(t.advantage == 0.0 for t in turns)
             turns = [t for t in turns if t.advantage != 0.0]
+        if not turns and self.mode in ("evolving", "grpo"):
+            log.warning("iteration %d: no trainable turn (every group had equal rewards); the policy stays at "
+                        "version %d", it, self.version)  # fmt: skip
         with self.timer("learn"):
             if turns:
                 stats |= {f"learner/{k}": v for k, v in self.learners.train(turns_to_table(turns)).items()}
@@ -142,16 +148,19 @@ class Trainer:
 
     def extract(self, src: list[EpisodeResult], seed: int) -> list[list[Candidate]]:
         """N candidate skills per source trajectory, sampled from the extractor prompt."""
-        from actors.prompts import encode_messages
-        from skills.extractor import extractor_gen_params, extractor_messages
+        from skills.extractor import extractor_gen_params, extractor_prompt
         from skills.parse import parse_skill
 
         s = self.cfg.skills
         gen = extractor_gen_params(s, seed=seed)
-        prompts = [encode_messages(self.tokenizer, extractor_messages(ep)) for ep in src]
+        built = [
+            extractor_prompt(self.tokenizer, ep, s.extractor_max_tokens, self.cfg.model.max_model_len)
+            for ep in src
+        ]
+        prompts = [ids for ids, _ in built]
         outs = self.rollout.generate(prompts, gen)
         result = []
-        for ep, prompt, gens in zip(src, prompts, outs):
+        for ep, (prompt, cut), gens in zip(src, built, outs):
             cands = []
             for j, g in enumerate(gens):
                 parsed = parse_skill(g.text, max_chars=s.max_skill_chars)
@@ -177,7 +186,11 @@ class Trainer:
                     skill_id=parsed.skill.skill_id if parsed.skill else "",  # "" = unparsed: reward 0
                     policy_version=self.version,
                     text=g.text,
-                    info={"source_episode_id": ep.episode_id, "parse_reason": parsed.reason or ""},
+                    info={
+                        "source_episode_id": ep.episode_id,
+                        "parse_reason": parsed.reason or "",
+                        "prompt_cut": cut,
+                    },
                 )
                 cands.append(Candidate(ep, extraction, parsed.skill, parsed.reason))
             result.append(cands)
@@ -323,6 +336,9 @@ def candidate_stats(candidates: list[list[Candidate]]) -> dict[str, float]:
         "skills/candidates": len(flat),
         "skills/parse_failure_rate": 1 - len(parsed) / max(len(flat), 1),
         "skills/mean_candidate_win_rate": sum(c.win_rate for c in parsed) / max(len(parsed), 1),
+        "skills/extractor_prompts_cut": sum(
+            bool(cs[0].extraction.info.get("prompt_cut")) for cs in candidates if cs
+        ),
     } | episode_stats("downstream", down)
 
 

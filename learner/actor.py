@@ -26,7 +26,16 @@ import torch
 from cluster.config import Config, LearnerConfig
 from cluster.records import ROLES
 from learner import losses
-from learner.batching import MicroBatch, collate, null_micro_batch, plan_micro_batches, rows_from_table
+from learner.batching import (
+    MicroBatch,
+    collate,
+    collate_units,
+    null_micro_batch,
+    plan_micro_batches,
+    plan_units,
+    rows_from_table,
+    unit_length,
+)
 from learner.checkpoint import finalize_checkpoint, resolve_checkpoint, tmp_checkpoint_dir
 from learner.model import TokenLogits, deepspeed_config, on_gpu, resolve_dtype
 
@@ -37,6 +46,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("", 0))
         return s.getsockname()[1]
+
+
+def cpu_threads(configured: int, world_size: int) -> int:
+    """Torch threads for a CPU learner: `configured`, or (0) this node's usable cores shared by the
+    ranks. Ray sets OMP_NUM_THREADS=1 for a 1-CPU actor, but rollout and learning alternate in the
+    synchronous loop, so the learner may use the cores the idle rollout workers hold."""
+    if configured > 0:
+        return configured
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(world_size, 1))
 
 
 def node_ip() -> str:
@@ -81,6 +100,8 @@ class Learner:
             WORLD_SIZE=str(self.world_size),
             LOCAL_RANK="0",  # one device per actor (Ray sets CUDA_VISIBLE_DEVICES)
         )
+        if not gpu:
+            torch.set_num_threads(cpu_threads(self.lcfg.num_threads, self.world_size))
         deepspeed.init_distributed(
             dist_backend="nccl" if gpu else "gloo",
             auto_mpi_discovery=False,
@@ -160,10 +181,12 @@ class Learner:
             "role_index",
         ):
             setattr(mb, f, getattr(mb, f).to(self.device))
+        if mb.position_ids is not None:
+            mb.position_ids = mb.position_ids.to(self.device)
         return mb
 
     def _logprobs(self, mb: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.engine(mb.input_ids, mb.attention_mask, mb.select)
+        logits = self.engine(mb.input_ids, mb.attention_mask, mb.select, mb.position_ids)
         logp = torch.log_softmax(logits, dim=-1)
         return logp.gather(-1, mb.targets[:, None])[:, 0], logits
 
@@ -185,7 +208,7 @@ class Learner:
         )
         if self.ref is not None:
             with torch.no_grad():
-                ref_logits = self.ref(mb.input_ids, mb.attention_mask, mb.select)
+                ref_logits = self.ref(mb.input_ids, mb.attention_mask, mb.select, mb.position_ids)
                 ref_lp = torch.log_softmax(ref_logits, -1).gather(-1, mb.targets[:, None])[:, 0]
             kl_loss, m = losses.kl_penalty(lp, ref_lp, mask, coefs["kl"], denom=denom)
             loss = loss + kl_loss
@@ -215,7 +238,11 @@ class Learner:
         self._tables = self._coef_tables()
         rows = rows_from_table(table, where=f"{where} (rank {self.rank})")
         t0 = time.perf_counter()
-        plan = plan_micro_batches([len(r) for r in rows], self.lcfg.micro_batch_tokens)
+        units = [
+            [rows[j] for j in u]
+            for u in plan_units(rows, self.lcfg.share_prompts, self.lcfg.micro_batch_tokens)
+        ]
+        plan = plan_micro_batches([unit_length(u) for u in units], self.lcfg.micro_batch_tokens)
         local_tokens = sum(r.n_response for r in rows)
         n_mb, total_tokens = (
             self._all_reduce([len(plan), local_tokens], "max")[0],
@@ -230,7 +257,7 @@ class Learner:
         for p in range(passes):
             for i in range(int(n_mb)):
                 mb = (
-                    collate([rows[j] for j in plan[i]], self.pad_id)
+                    collate_units([units[j] for j in plan[i]], self.pad_id)
                     if i < len(plan)
                     else null_micro_batch(self.pad_id)
                 )

@@ -3,6 +3,12 @@
 Rows are sorted by length and packed greedily so that (rows x longest row) stays within the token
 budget: neighbours in length share a micro-batch, so right-padding stays small without the
 block-diagonal attention masks that true packing needs on non-flash attention kernels.
+
+Shared prompts: GRPO samples of one task start from the same prompt, and the N extractor candidates
+of one trajectory share a long one. Rows with identical prompt ids form a unit computed as one
+sequence `prompt + response_1 + ... + response_m`: each response attends to the prompt and to itself
+(a per-row boolean attention mask, position ids restarting after the prompt), so the prompt is
+encoded once instead of m times. The logprobs are those of the separate rows (tests/test_learner_units.py).
 """
 
 from __future__ import annotations
@@ -95,12 +101,40 @@ def shard_by_tokens(lengths: list[int], world_size: int) -> list[list[int]]:
     return [sorted(s) for s in shards]
 
 
+def plan_units(rows: list[Row], share_prompts: bool, token_budget: int) -> list[list[int]]:
+    """Row indices grouped into units that share a prompt (one row per unit without sharing); a unit
+    stays within `token_budget` (prompt + its responses) unless a single row is longer."""
+    if not share_prompts:
+        return [[i] for i in range(len(rows))]
+    by_prompt: dict[tuple[int, ...], list[int]] = {}
+    for i, r in enumerate(rows):
+        by_prompt.setdefault(tuple(r.ids[: r.response_start]), []).append(i)
+    units: list[list[int]] = []
+    for idx in by_prompt.values():
+        p = rows[idx[0]].response_start
+        cur: list[int] = []
+        for i in idx:
+            if cur and p + sum(rows[j].n_response for j in cur) + rows[i].n_response > token_budget:
+                units.append(cur)
+                cur = []
+            cur.append(i)
+        units.append(cur)
+    return units
+
+
+def unit_length(rows: list[Row]) -> int:
+    return rows[0].response_start + sum(r.n_response for r in rows)
+
+
 @dataclass
 class MicroBatch:
     """Right-padded tensors; `select[b, t]` marks positions t whose next token (t+1) is trained on.
 
     Per-token tensors (targets, behaviour, advantage, role index) are flat, in the row-major order of
-    `select`, i.e. aligned with `hidden[:, :-1][select]`.
+    `select`, i.e. aligned with `hidden[:, :-1][select]`. With shared prompts (`collate_units`),
+    `attention_mask` is a boolean (rows, L, L) "may attend" mask, `position_ids` is set and `select`
+    holds flat indices into `hidden.reshape(rows * L, -1)` (a prompt's last position predicts the first
+    token of every response, so one position can be selected more than once).
     """
 
     input_ids: torch.Tensor
@@ -112,6 +146,7 @@ class MicroBatch:
     role_index: torch.Tensor  # index into ROLES
     real_tokens: int  # non-pad tokens
     padded_tokens: int  # rows x max length
+    position_ids: torch.Tensor | None = None
 
     @property
     def n_tokens(self) -> int:
@@ -142,6 +177,50 @@ def collate(rows: list[Row], pad_id: int) -> MicroBatch:
         role_index=torch.tensor(role, dtype=torch.long),
         real_tokens=sum(len(r) for r in rows),
         padded_tokens=n * length,
+    )
+
+
+def collate_units(units: list[list[Row]], pad_id: int) -> MicroBatch:
+    """One sequence per unit (a prompt and the responses that share it); plain `collate` when no unit
+    has more than one response."""
+    if all(len(u) == 1 for u in units):
+        return collate([u[0] for u in units], pad_id)
+    length = max(unit_length(u) for u in units)
+    n = len(units)
+    ids = torch.full((n, length), pad_id, dtype=torch.long)
+    allow = torch.eye(length, dtype=torch.bool).repeat(n, 1, 1)  # pads attend to themselves: no empty row
+    pos = torch.zeros((n, length), dtype=torch.long)
+    select, targets, beh, adv, role = [], [], [], [], []
+    for b, unit in enumerate(units):
+        p = unit[0].response_start
+        ids[b, :p] = torch.tensor(unit[0].ids[:p])
+        allow[b, :p, :p] = torch.tril(torch.ones(p, p, dtype=torch.bool))
+        pos[b, :p] = torch.arange(p)
+        s = p
+        for r in unit:
+            k = r.n_response
+            ids[b, s : s + k] = torch.tensor(r.ids[p:])
+            allow[b, s : s + k, :p] = True
+            allow[b, s : s + k, s : s + k] = torch.tril(torch.ones(k, k, dtype=torch.bool))
+            pos[b, s : s + k] = torch.arange(p, p + k)
+            # the prompt's last position predicts the first response token; then each token the next
+            select += [b * length + p - 1] + [b * length + s + t for t in range(k - 1)]
+            targets += r.ids[p:]
+            beh += r.behaviour_logprobs
+            adv += [r.advantage] * k
+            role += [ROLES.index(r.role)] * k
+            s += k
+    return MicroBatch(
+        input_ids=ids,
+        attention_mask=allow,
+        select=torch.tensor(select, dtype=torch.long),
+        targets=torch.tensor(targets, dtype=torch.long),
+        behaviour_logprobs=torch.tensor(beh, dtype=torch.float32),
+        advantages=torch.tensor(adv, dtype=torch.float32),
+        role_index=torch.tensor(role, dtype=torch.long),
+        real_tokens=sum(unit_length(u) for u in units),
+        padded_tokens=n * length,
+        position_ids=pos,
     )
 
 

@@ -1,4 +1,4 @@
-"""`evorl sft`: supervised warm start of the solver on demonstrations, through the learner group."""
+"""`evorl sft`: supervised warm start on demonstrations (solver; optionally extractor), through the learner group."""
 
 from __future__ import annotations
 
@@ -17,6 +17,14 @@ def add_commands(sub, data_sub) -> None:
     p.add_argument("--batch-turns", type=int, default=32, help="demo steps per optimizer step")
     p.add_argument("--lr", type=float, default=1e-5, help="SFT learning rate (overrides learner.lr)")
     p.add_argument("--max-demos", type=int, default=0, help="use only the first N demos (0 = all)")
+    p.add_argument(
+        "--skill-cards",
+        type=float,
+        default=0.0,
+        help="fraction of demos shown with a teacher skill card of the same task type (0-1)",
+    )
+    p.add_argument("--extractor", action="store_true",
+                   help="also train the extractor role: demo transcript -> teacher skill JSON")  # fmt: skip
     p.add_argument("overrides", nargs="*", help="config overrides key.path=value")
     p.set_defaults(func=cmd_sft)
 
@@ -37,6 +45,9 @@ def cmd_sft(args: argparse.Namespace) -> int:
     if args.epochs < 1 or args.batch_turns < 1:
         print("evorl sft: --epochs and --batch-turns must be >= 1", file=sys.stderr)
         return 2
+    if not 0.0 <= args.skill_cards <= 1.0:
+        print("evorl sft: --skill-cards must be within [0, 1]", file=sys.stderr)
+        return 2
     from transformers import AutoTokenizer
 
     from cluster.model_store import resolve_model
@@ -51,7 +62,10 @@ def cmd_sft(args: argparse.Namespace) -> int:
         demos = read_demos(args.demos)
         if args.max_demos:
             demos = itertools.islice(demos, args.max_demos)
-        turns, skipped = demo_turns(demos, tok, cfg, where=args.demos)
+        turns, skipped = demo_turns(
+            demos, tok, cfg, where=args.demos, skill_cards=args.skill_cards, extractor=args.extractor,
+            seed=cfg.trainer.seed,
+        )  # fmt: skip
     except (OSError, ValueError) as e:
         print(f"evorl sft: {e}", file=sys.stderr)
         return 2
@@ -59,7 +73,8 @@ def cmd_sft(args: argparse.Namespace) -> int:
         print(f"evorl sft: {args.demos}: no usable demonstration steps", file=sys.stderr)
         return 2
     out = args.out or str(Path(cfg.trainer.run_dir) / "sft")
-    print(f"[sft] {len(turns)} demo steps ({skipped} skipped), {args.epochs} epochs -> {out}")
+    roles = {r: sum(t.role == r for t in turns) for r in ("solver", "extractor")}
+    print(f"[sft] {len(turns)} demo turns {roles} ({skipped} skipped), {args.epochs} epochs -> {out}")
     init_ray(cfg)
     group = LearnerGroup(cfg)
     log_path = Path(out) / "sft_metrics.jsonl"

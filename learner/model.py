@@ -21,10 +21,26 @@ class TokenLogits(nn.Module):
         self.lm = lm
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, select: torch.Tensor
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        select: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        hidden = self.lm.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-        h = hidden.last_hidden_state[:, :-1][select]
+        """`select`: a (rows, L-1) bool mask over next-token positions, or (shared prompts, see
+        learner/batching.py) flat indices into the (rows * L) positions with a (rows, L, L) bool mask."""
+        if attention_mask.dim() == 3:  # "may attend" -> additive 4D mask in the model's dtype
+            dtype = self.lm.get_input_embeddings().weight.dtype
+            blocked = torch.zeros(attention_mask.shape, dtype=dtype, device=attention_mask.device)
+            attention_mask = blocked.masked_fill(~attention_mask, torch.finfo(dtype).min)[:, None]
+        out = self.lm.base_model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        )
+        hidden = out.last_hidden_state
+        if select.dtype == torch.bool:
+            h = hidden[:, :-1][select]
+        else:
+            h = hidden.reshape(-1, hidden.shape[-1])[select]
         return self.lm.get_output_embeddings()(h).float()
 
 

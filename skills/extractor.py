@@ -88,6 +88,23 @@ def extractor_messages(episode: EpisodeResult, max_chars: int = 3000) -> list[di
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 
+def extractor_prompt(
+    tokenizer, episode: EpisodeResult, max_new_tokens: int, max_model_len: int
+) -> tuple[list[int], bool]:
+    """(prompt ids, cut): the extractor prompt, with the trajectory cut shorter until prompt + skill fit
+    the context. A prompt that cannot fit even without a trajectory is a config error (named keys)."""
+    from actors.prompts import encode_messages
+
+    for n, max_chars in enumerate((3000, 1500, 600, 0)):
+        ids = encode_messages(tokenizer, extractor_messages(episode, max_chars))
+        if len(ids) + max_new_tokens <= max_model_len:
+            return ids, n > 0
+    raise ValueError(
+        f"extractor prompt of {len(ids)} tokens + skills.extractor_max_tokens ({max_new_tokens}) exceeds "
+        f"model.max_model_len ({max_model_len}) even without the trajectory (episode {episode.episode_id})"
+    )
+
+
 def extractor_gen_params(skills_cfg, seed: int | None = None):
     """GenParams for the N extractor candidates of one trajectory (config section `skills`)."""
     from actors.engine import GenParams

@@ -64,3 +64,14 @@ def test_int_widens_to_float_and_missing_file(tmp_path):
 @pytest.mark.parametrize("path", sorted(__import__("pathlib").Path("configs").glob("*.yaml")))
 def test_shipped_configs_validate(path):
     load_config(path)
+
+
+def test_cross_section_lengths_name_both_keys():
+    with pytest.raises(
+        ConfigError, match=r"skills\.extractor_max_tokens: 1800 .* model\.max_model_len \(2048\)"
+    ):
+        load_config(None, ["skills.extractor_max_tokens=1800", "model.max_model_len=2048"])
+    with pytest.raises(ConfigError, match=r"rollout\.max_new_tokens: 512 .* model\.max_model_len \(512\)"):
+        load_config(
+            None, ["rollout.max_new_tokens=512", "model.max_model_len=512", "skills.extractor_max_tokens=1"]
+        )

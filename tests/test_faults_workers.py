@@ -58,7 +58,7 @@ def cfg():
     return load_config(
         None,
         ["env.max_steps=3", "env.envs_per_actor=4", "rollout.max_restarts=2", "engine.kv_cache_gib=0.25",
-         "model.max_model_len=512", "rollout.call_timeout_s=300", "cluster.include_dashboard=true",
+         "model.max_model_len=512", "skills.extractor_max_tokens=64", "rollout.call_timeout_s=300", "cluster.include_dashboard=true",
          f"cluster.dashboard_port={DASHBOARD_PORT}", f"cluster.metrics_export_port={METRICS_PORT}"],
     )  # fmt: skip
 

@@ -65,6 +65,33 @@ def test_positive_advantages_raise_response_logprobs(learner):
     assert second["kl"] > 0  # moved away from the reference
 
 
+def test_shared_prompts_give_the_same_step(learner):
+    """GRPO-style groups (4 responses per prompt): the packed step equals the unpacked one (lr 0, so
+    both steps start from the same weights), with fewer tokens computed."""
+    tok = learner.tokenizer
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    turns = []
+    for i, q in enumerate(QUESTIONS[:2]):
+        prompt = encode_messages(tok, [{"role": "user", "content": q}])
+        for j, a in enumerate(ANSWERS):
+            resp = tok.encode(a, add_special_tokens=False) + [end]
+            turns.append(Turn(f"ep{i}-{j}", 0, "t", "qa", "solver", prompt, resp, [-1.0] * len(resp), 0,
+                              advantage=(-1.0) ** j))  # fmt: skip
+    table = turns_to_table(turns)
+    lr = learner.optimizer.param_groups[0]["lr"]
+    learner.set_lr(0.0)
+    try:
+        learner.lcfg.share_prompts = False
+        plain = learner.train(table)
+        learner.lcfg.share_prompts = True
+        shared = learner.train(table)
+    finally:
+        learner.set_lr(lr)
+    for k in ("pg_loss", "kl", "clip_frac", "grad_norm", "tokens"):
+        assert shared[k] == pytest.approx(plain[k], rel=1e-3, abs=1e-6), k
+    assert shared["seq_tokens"] < 0.6 * plain["seq_tokens"]  # each prompt encoded once, not 4 times
+
+
 def test_sft_lowers_nll(learner):
     table = batch(learner)
     nll = [learner.sft(table)["nll"] for _ in range(3)]

@@ -52,7 +52,7 @@ def test_demo_turns_match_the_solver_prompt(tok):
 
 
 def test_demo_turns_free_format_and_length_skip(tok):
-    cfg = load_config(None, ["env.constrained_actions=false", "model.max_model_len=128"])
+    cfg = load_config(None, ["env.constrained_actions=false", "model.max_model_len=128", "trainer.mode=grpo"])
     turns, skipped = demo_turns([DEMO], tok, cfg)
     assert skipped == 2 and not turns  # prompts are longer than 128 tokens
     cfg = load_config(None, ["env.constrained_actions=false"])
@@ -87,3 +87,41 @@ def test_batches_cover_each_epoch():
     got = list(batches(list(range(5)), 2, 2, seed=0))
     assert [e for e, _ in got] == [0, 0, 0, 1, 1, 1]
     assert sorted(x for e, b in got if e == 0 for x in b) == list(range(5))
+
+
+DEMO_B = {
+    "task_id": "t2",
+    "task_type": "pick_and_place_simple",
+    "task_text": "put a mug in cabinet.",
+    "steps": [
+        {"observation": "You see a table 1.", "admissible_actions": ["go to table 1"], "action": "go to table 1"},
+        {"observation": "On the table 1 you see a mug 2.", "admissible_actions": ["take mug 2 from table 1"],
+         "action": "take mug 2 from table 1"},
+        {"observation": "You pick up the mug 2.", "admissible_actions": ["go to cabinet 1"], "action": "go to cabinet 1"},
+        {"observation": "The cabinet 1 is open.", "admissible_actions": ["move mug 2 to cabinet 1"],
+         "action": "move mug 2 to cabinet 1"},
+    ],
+}  # fmt: skip
+
+
+def test_both_roles_add_extractor_turns_and_skill_cards(tok):
+    from skills.parse import parse_skill
+    from skills.teacher import planner_skill
+
+    cfg = load_config(None)
+    turns, skipped = demo_turns([DEMO, DEMO_B], tok, cfg, skill_cards=1.0, extractor=True)
+    ex = [t for t in turns if t.role == "extractor"]
+    solver = [t for t in turns if t.role == "solver"]
+    assert skipped == 0 and len(ex) == 2 and len(solver) == 6
+    # the extractor target is the teacher skill's canonical JSON, parseable by the trainer's parser
+    target = planner_skill(DEMO_B["task_type"], DEMO_B["task_text"], [s["action"] for s in DEMO_B["steps"]])
+    text = tok.decode(ex[1].response_ids, skip_special_tokens=True)
+    assert text == target.to_json() and parse_skill(text).skill == target
+    assert "## Trajectory" in tok.decode(ex[1].prompt_ids) and "> take mug 2 from table 1" in tok.decode(
+        ex[1].prompt_ids
+    )
+    # every solver demo is shown with the card of the *other* demo of its type, as downstream episodes are
+    demo_a_prompt = tok.decode(next(t for t in solver if t.task_id == "t1").prompt_ids)
+    assert "## Reference Skill" in demo_a_prompt and f"### Skill: {target.name}" in demo_a_prompt
+    plain, _ = demo_turns([DEMO, DEMO_B], tok, cfg)
+    assert all(t.role == "solver" and "Reference Skill" not in tok.decode(t.prompt_ids) for t in plain)

@@ -75,7 +75,7 @@ def test_pool_broadcast_and_worker_kill(ray_session, tmp_path):
     cfg = load_config(
         None,
         ["env.max_steps=3", "env.envs_per_actor=4", "rollout.max_restarts=2", "engine.kv_cache_gib=0.25",
-         "model.max_model_len=512"],
+         "model.max_model_len=512", "skills.extractor_max_tokens=64"],
     )  # fmt: skip
     pool = RolloutPool(cfg, "rollout", num_workers=1, env_factory=FakeEnvFactory(marker))
     try:

@@ -176,3 +176,18 @@ def test_extractor_prompt_and_parsed_skills_cannot_be_injected(tokenizer, attack
         card = render_card(parsed.skill)
         assert "<|" not in card or not re.search(r"<\|[^|<>]*\|>", card)
         assert not special_counts(tokenizer, tokenizer.encode(card, add_special_tokens=False))
+
+
+def test_metrics_port_falls_back_when_taken():
+    import socket
+
+    from cluster.placement import metrics_port
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        other = metrics_port(taken)  # a second local run must still start
+        assert other != taken and other > 0
+    assert metrics_port(taken) == taken  # free again: the configured port is used
+    assert metrics_port(0) > 0

@@ -82,3 +82,26 @@ def test_format_scores():
     rs = format_scores(['{"name": "x"}', "nothing"], 4000)
     assert [r.score for r in rs] == [0.0, 0.0]
     assert [r.reason for r in rs] == ["missing_field:description", "no_json"]
+
+
+def test_extractor_prompt_cuts_the_trajectory_to_fit_the_context():
+    from transformers import AutoTokenizer
+
+    from cluster.model_store import resolve_model
+    from skills.extractor import extractor_prompt
+
+    try:
+        tok = AutoTokenizer.from_pretrained(resolve_model("embedded"))
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    long = episode(
+        "Task: t\n" + "\n".join(f"> go to shelf {i}\nYou arrive at shelf {i}." for i in range(400))
+    )
+    full, cut = extractor_prompt(tok, long, 100, 100_000)
+    assert not cut
+    short, cut = extractor_prompt(tok, long, 512, len(full))  # the full prompt + 512 does not fit
+    assert cut and len(short) + 512 <= len(full) and "characters omitted" in tok.decode(short)
+    with pytest.raises(
+        ValueError, match=r"skills\.extractor_max_tokens \(512\) exceeds model\.max_model_len \(600\)"
+    ):
+        extractor_prompt(tok, long, 512, 600)

@@ -208,20 +208,23 @@ class RolloutPool:
         return self._each(lambda w: w.version.remote(), "version")
 
     def _each(self, call, stage: str) -> list:
-        """`call(worker)` on every worker; a worker that died since the last call is replaced once (its
-        replacement starts from the last broadcast) and asked again. Bounded by rollout.call_timeout_s."""
+        """`call(worker)` on every worker; a worker that died (or whose replacement died) is replaced
+        and asked again, at most rollout.max_restarts times per call, like `_dispatch` (a replacement
+        starts from the last broadcast). Bounded by rollout.call_timeout_s."""
         import ray
         from ray.exceptions import GetTimeoutError, OutOfMemoryError, RayActorError
 
         out = []
+        budget = self.cfg.rollout.max_restarts
         for i in range(len(self.workers)):
-            for attempt in (0, 1):
+            while True:
                 try:
                     out.append(ray.get(call(self.workers[i]), timeout=self.cfg.rollout.call_timeout_s))
                     break
                 except (RayActorError, OutOfMemoryError) as e:  # OOM: killed by Ray's memory monitor
-                    if attempt:
-                        raise RolloutError(self._name(i), stage, "-", repr(e)) from e
+                    if budget <= 0:
+                        raise RolloutError(self._name(i), stage, "-", f"{e!r}; restart budget spent") from e
+                    budget -= 1
                     self._replace(i, f"{stage}: died: {type(e).__name__}")
                 except GetTimeoutError as e:
                     raise RolloutError(

@@ -10,7 +10,11 @@ wheel) but no vLLM, Ray, pyarrow or the embedded GGUF.
    one GPU on most versions ("Duplicate GPU detected"): that is reported, and the same path is then
    run over gloo with CUDA tensors so the bucketing/unpacking code is still exercised.
 
-Only torch-only project modules are imported (learner.model, learner.losses, actors.weight_sync).
+3. Shared-prompt packing (learner.batching.collate_units) on a GRPO-shaped batch: the logprobs
+   against separate rows under bf16 autocast, and forward+backward time both ways.
+
+Only torch-only project modules are imported (learner.model, learner.losses, learner.batching,
+cluster.roles, actors.weight_sync).
 Without --model a small Llama is built from scratch (SmolLM2-135M's shape by default).
 
     python benchmarks/gpu_smoke.py [--model HF_DIR] [--steps 5] [--rows 8 --prompt 256 --response 64]
@@ -156,6 +160,63 @@ def bench_step(args, device) -> dict:
     return res, weights
 
 
+def bench_shared_prompts(args, device) -> dict:
+    """GRPO-shaped batch (`--groups` prompts x `--group` samples): logprobs of the shared-prompt packing
+    (learner.batching.collate_units) against separate rows, and a forward+backward timed both ways."""
+    from learner.batching import Row, collate, collate_units
+    from learner.model import TokenLogits
+
+    gpu = device.type == "cuda"
+    net = TokenLogits(build_model(args, torch.float32)).to(device)
+    g = torch.Generator().manual_seed(1)
+    vocab = net.lm.config.vocab_size
+    units = []
+    for _ in range(args.groups):
+        prompt = torch.randint(10, vocab, (args.prompt,), generator=g).tolist()
+        units.append([
+            Row(prompt + torch.randint(10, vocab, (args.response,), generator=g).tolist(), args.prompt,
+                [-8.0] * args.response, 1.0 if j % 2 else -1.0, "solver")
+            for j in range(args.group)
+        ])  # fmt: skip
+    rows = [r for u in units for r in u]
+
+    def to_dev(mb):
+        for f in ("input_ids", "attention_mask", "select", "targets", "behaviour_logprobs", "advantages"):
+            setattr(mb, f, getattr(mb, f).to(device))
+        mb.position_ids = mb.position_ids.to(device) if mb.position_ids is not None else None
+        return mb
+
+    plain, packed = to_dev(collate(rows, 0)), to_dev(collate_units(units, 0))
+
+    def logprobs(mb):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=gpu):
+            logits = net(mb.input_ids, mb.attention_mask, mb.select, mb.position_ids)
+        return torch.log_softmax(logits.float(), -1).gather(-1, mb.targets[:, None])[:, 0]
+
+    def step(mb):
+        sync(device)
+        t0 = time.perf_counter()
+        (logprobs(mb) * mb.advantages).mean().backward()
+        sync(device)
+        net.zero_grad(set_to_none=True)
+        return time.perf_counter() - t0
+
+    with torch.no_grad():
+        diff = (logprobs(plain) - logprobs(packed)).abs().max().item()
+    step(plain), step(packed)  # warm-up
+    tp, tk = [], []
+    for _ in range(args.steps):
+        tp.append(step(plain))
+        tk.append(step(packed))
+    med = statistics.median
+    return {
+        "groups": args.groups, "group": args.group, "prompt": args.prompt, "response": args.response,
+        "tokens_plain": int(plain.attention_mask.sum()), "tokens_packed": packed.real_tokens,
+        "max_abs_logprob_diff": diff, "plain_step_s": med(tp), "packed_step_s": med(tk),
+        "speedup": med(tp) / med(tk),
+    }  # fmt: skip
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("", 0))
@@ -242,6 +303,8 @@ def main() -> int:
     ap.add_argument("--prompt", type=int, default=256)
     ap.add_argument("--response", type=int, default=64)
     ap.add_argument("--bucket-mb", type=int, default=256)
+    ap.add_argument("--groups", type=int, default=2, help="shared-prompt check: prompts")
+    ap.add_argument("--group", type=int, default=8, help="shared-prompt check: samples per prompt")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/learner_gpu_smoke.json"))
     args = ap.parse_args()
     if not args.cpu and not torch.cuda.is_available():
@@ -259,6 +322,10 @@ def main() -> int:
     res["step"] = step
     print(f"[gpu_smoke] step: deepspeed {step['deepspeed_step_s']:.4f}s vs bare {step['bare_step_s']:.4f}s "
           f"-> ratio {step['step_ratio']:.3f} ({step['deepspeed_tokens_per_s']:.0f} tok/s)")  # fmt: skip
+    sp = res["shared_prompts"] = bench_shared_prompts(args, device)
+    print(f"[gpu_smoke] shared prompts ({sp['groups']} x {sp['group']}): max |logprob diff| "
+          f"{sp['max_abs_logprob_diff']:.4f}, tokens {sp['tokens_plain']} -> {sp['tokens_packed']}, fwd+bwd "
+          f"{sp['plain_step_s']:.4f}s -> {sp['packed_step_s']:.4f}s = {sp['speedup']:.2f}x")  # fmt: skip
     bucket = args.bucket_mb * 2**20
     if device.type == "cuda":
         b = bench_broadcast(weights, "nccl", "cuda:0", 3, bucket)

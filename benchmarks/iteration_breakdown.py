@@ -1,6 +1,6 @@
 """End-to-end time per training iteration, broken down by stage, from runs' metrics.jsonl.
 
-    python benchmarks/iteration_breakdown.py [RUN_DIR ...]   (default: benchmarks/results/learning/*/)
+    python benchmarks/iteration_breakdown.py [RUN_DIR ...]   (default: benchmarks/results/learning*/*/)
 
 The trainer logs `iteration_s` and one `time/<stage>` per stage for every iteration (stages:
 rollout for grpo; source, extract, downstream for evolving; learn, broadcast, library for both).
@@ -35,18 +35,22 @@ def breakdown(metrics_file: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
-    dirs = [Path(a) for a in args] or sorted(p.parent for p in (RESULTS / "learning").glob("*/metrics.jsonl"))
+    dirs = [Path(a) for a in args] or sorted(
+        p.parent
+        for sub in ("learning", "learning_solver_sft")
+        for p in (RESULTS / sub).glob("*/metrics.jsonl")
+    )
     if not dirs:
         print("iteration_breakdown: no run folders with metrics.jsonl", file=sys.stderr)
         return 2
     from cluster.storage import atomic_write_bytes, write_json_plain
 
-    out = {d.name: breakdown(d / "metrics.jsonl") for d in dirs}
+    out = {f"{d.parent.name}/{d.name}": breakdown(d / "metrics.jsonl") for d in dirs}
     lines = [
         "# Time per training iteration by stage",
         "",
         "From the runs' metrics.jsonl (`time/*`, `iteration_s`), mean over iterations; seconds and share",
-        "of the iteration. Machine and date: those of the runs (benchmarks/results/learning/learning.md).",
+        "of the iteration. Machine and date: those of the runs (benchmarks/results/learning*/learning.md).",
         "",
         "| run | iterations | s/iteration | " + " | ".join((*ORDER, "other")) + " |",
         "|---" * (len(ORDER) + 4) + "|",

@@ -6,9 +6,10 @@
 # Each stage is skipped when its output exists, so an interrupted run continues where it stopped;
 # FORCE=1 redoes everything. Knobs: SEEDS="0 1 2", ITERS=4, SFT_EPOCHS=2, SFT_DEMOS_PER_TYPE=4,
 # SKIP_UNTRAINED_TRANSFER=1 (library given to the SFT model only), METRICS_PORT, and SETTING:
-#   both-roles (default): the SFT start also sees teacher skill cards in half the solver demos and
-#     learns the extractor role (transcript -> teacher skill JSON); results in benchmarks/results/learning
-#   solver-only: SFT on plain solver demos only; results in benchmarks/results/learning_solver_sft
+#   solver-only: SFT (SFT_EPOCHS) on plain solver demos; results in benchmarks/results/learning_solver_sft
+#   both-roles (default): the solver-only SFT checkpoint (run that setting first) + BOTH_EPOCHS (1) of SFT
+#     where half the solver demos show a teacher skill card and the extractor role is learned
+#     (transcript -> teacher skill JSON, role-balanced loss); results in benchmarks/results/learning
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export EVORL_CACHE="${EVORL_CACHE:-$PWD/.cache}" ALFWORLD_DATA="${ALFWORLD_DATA:-$PWD/.cache/alfworld}"
@@ -18,9 +19,15 @@ CFG=configs/bench_alfworld_easy.yaml
 DATA=data/bench/alfworld-easy
 SEEDS="${SEEDS:-0}" ITERS="${ITERS:-4}" SFT_EPOCHS="${SFT_EPOCHS:-2}" PER_TYPE="${SFT_DEMOS_PER_TYPE:-4}"
 SETTING="${SETTING:-both-roles}"
+sft_model() { # sft_model ROOT: the checkpoint `evorl sft` names in ROOT/latest (an HF folder), or nothing
+  local d; d=$(cat "$1/latest" 2>/dev/null) && [[ -d $1/$d ]] && echo "$1/$d"; return 0
+}
 case "$SETTING" in
-  both-roles) OUT=benchmarks/results/learning SFT_ROOT=data/bench/sft-both SFT_ARGS=(--skill-cards 0.5 --extractor) ;;
-  solver-only) OUT=benchmarks/results/learning_solver_sft SFT_ROOT=data/bench/sft SFT_ARGS=() ;;
+  both-roles)
+    OUT=benchmarks/results/learning SFT_ROOT=data/bench/sft-both SFT_ARGS=(--skill-cards 0.5 --extractor)
+    SFT_FROM=$(sft_model data/bench/sft) SFT_EPOCHS="${BOTH_EPOCHS:-1}"
+    [[ -n "$SFT_FROM" ]] || { echo "learning.sh: run SETTING=solver-only first (its SFT is this start's base)" >&2; exit 2; } ;;
+  solver-only) OUT=benchmarks/results/learning_solver_sft SFT_ROOT=data/bench/sft SFT_ARGS=() SFT_FROM=embedded ;;
   *) echo "learning.sh: SETTING must be both-roles or solver-only, not '$SETTING'" >&2; exit 2 ;;
 esac
 PORT="${METRICS_PORT:-23816}"  # Ray metrics port of our own: a second local Ray on the default fails to start
@@ -36,9 +43,6 @@ ev() { # ev LABEL [evorl eval args...]: greedy eval of the whole valid_seen spli
     mv "$OUT/eval_$label.json.tmp" "$OUT/eval_$label.json"
   fi
 }
-sft_model() { # the checkpoint `evorl sft` names in <out>/latest (an HF folder), or nothing
-  local d; d=$(cat $SFT_ROOT/latest 2>/dev/null) && [[ -d $SFT_ROOT/$d ]] && echo "$SFT_ROOT/$d"; return 0
-}
 
 todo $DATA/evorl_alfworld.json && $EVORL data alfworld --out $DATA --per-type 8 --valid-per-type 8 \
   --splits train,valid_seen --preset easy --workers 2 --seed 0
@@ -47,16 +51,16 @@ todo data/bench/demos_trained.jsonl && $PY benchmarks/learning_demos.py data/ben
   data/bench/demos_trained.jsonl --per-type "$PER_TYPE"
 
 ev untrained
-if [[ "${FORCE:-0}" == 1 || -z "$(sft_model)" ]]; then
+if [[ "${FORCE:-0}" == 1 || -z "$(sft_model $SFT_ROOT)" ]]; then
   $EVORL sft --config $CFG --demos data/bench/demos_trained.jsonl --out $SFT_ROOT --epochs "$SFT_EPOCHS" \
-    --batch-turns 16 --lr 1e-4 "${SFT_ARGS[@]}" cluster.include_dashboard=false cluster.metrics_export_port="$PORT"
+    --batch-turns 16 --lr 1e-4 "${SFT_ARGS[@]}" model.path="$SFT_FROM" cluster.include_dashboard=false cluster.metrics_export_port="$PORT"
   cp $SFT_ROOT/sft_metrics.jsonl "$OUT/sft_metrics.jsonl"
 fi
-SFT=$(sft_model)
+SFT=$(sft_model $SFT_ROOT)
 ev sft --checkpoint "$SFT"
 
 for seed in $SEEDS; do
-  for mode in grpo evolving; do
+  for mode in evolving grpo; do  # evolving first: the method under test
     run=runs/bench/$SETTING/$mode-seed$seed
     if todo "$OUT/$mode-seed$seed/summary.json"; then
       [[ "${FORCE:-0}" == 1 ]] && rm -rf "$run"
@@ -69,7 +73,8 @@ for seed in $SEEDS; do
     fi
   done
   lib=runs/bench/$SETTING/evolving-seed$seed/skills
-  accepted=$($PY -c "import sys; from skills.library import SkillLibrary; print(len(SkillLibrary.open(sys.argv[1]).with_status('accepted')))" "$lib")
+  accepted=$($PY -c "import sys; from skills.library import SkillLibrary; print(len(SkillLibrary.open(sys.argv[1]).with_status('accepted')), flush=True)" "$lib" | tail -1) || true
+  # (|| true: the interpreter can abort at exit in a native thread's teardown after printing the count)
   if [[ "$accepted" == 0 ]]; then  # `evorl eval --skills` injects accepted skills only: it would equal the start
     echo "seed $seed: the library has no accepted skill; transfer check skipped" | tee "$OUT/transfer-seed$seed.txt"
   else
@@ -77,7 +82,7 @@ for seed in $SEEDS; do
     [[ "${SKIP_UNTRAINED_TRANSFER:-0}" == 1 ]] || ev "untrained+skills-seed$seed" --skills "$lib"
   fi
 done
-SEEDS="$SEEDS" ITERS="$ITERS" SFT_EPOCHS="$SFT_EPOCHS" PER_TYPE="$PER_TYPE" CFG="$CFG" SFT="$SFT" SFT_ARGS="${SFT_ARGS[*]}" $PY - "$OUT/meta.json" <<'PYEOF'
+SEEDS="$SEEDS" ITERS="$ITERS" SFT_EPOCHS="$SFT_EPOCHS" PER_TYPE="$PER_TYPE" CFG="$CFG" SFT="$SFT" SFT_ARGS="${SFT_ARGS[*]}" SFT_FROM="$SFT_FROM" $PY - "$OUT/meta.json" <<'PYEOF'
 import json, os, platform, sys
 from datetime import UTC, datetime
 from cluster.storage import write_json_plain
@@ -86,7 +91,7 @@ write_json_plain(sys.argv[1], {
     "date": datetime.now(UTC).isoformat(timespec="seconds"),
     "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs, no GPU",
     "config": e["CFG"], "seeds": e["SEEDS"].split(),
-    "start": f"SFT ({e['SFT_EPOCHS']} epochs, lr 1e-4, 16 demo turns per batch, options '{e['SFT_ARGS']}') on planner "
+    "start": f"SFT from {e['SFT_FROM']} ({e['SFT_EPOCHS']} epochs, lr 1e-4, 16 demo turns per batch, options '{e['SFT_ARGS']}') on planner "
              f"demos of the 4 trained types ({e['PER_TYPE']} games each); checkpoint {e['SFT']}",
     "budget": f"{e['ITERS']} iterations x batch 2 (grpo: 4 samples per task; evolving: 2 candidates x 2 neighbours)",
 })

@@ -111,6 +111,27 @@ def plot_bars(rows: list[tuple[str, dict[str, tuple[int, int]]]], path: Path) ->
     plt.close(fig)
 
 
+def pooled(
+    rows: list[tuple[str, dict[str, tuple[int, int]]]],
+) -> list[tuple[str, dict[str, tuple[int, int]]]]:
+    """One row per mode with wins and games summed over its seeds (`after grpo-seed0`, `-seed1`, ...)."""
+    by_mode: dict[str, list[dict[str, tuple[int, int]]]] = {}
+    for name, c in rows:
+        if name.startswith("after ") and "-seed" in name:
+            by_mode.setdefault(name[len("after ") :].rsplit("-seed", 1)[0], []).append(c)
+    out = []
+    for mode, cs in sorted(by_mode.items()):
+        if len(cs) > 1:
+            keys = set.intersection(*(set(c) for c in cs))
+            out.append(
+                (
+                    f"{mode}, {len(cs)} seeds pooled",
+                    {k: tuple(map(sum, zip(*(c[k] for c in cs)))) for k in keys},
+                )
+            )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "learning"))
@@ -152,14 +173,18 @@ def main(argv: list[str] | None = None) -> int:
             "mean_iteration_s": statistics.mean(m["iteration_s"] for m in iters) if iters else 0.0,
             "mean_stage_s": times,
             "train_source_success": [m.get("source/success") for m in iters],
+            "trained_turns": [m.get("turns") for m in iters],
+            "downstream_success": [m.get("downstream/success") for m in iters],  # evolving: with a skill
+            "baseline_success": [m.get("baseline/success") for m in iters],  # same tasks, no skill
             "library": summary.get("library"),
         }  # fmt: skip
+    rows += pooled(rows)
 
     types = sorted(per_type, key=lambda t: (t not in trained, t))
     table = {name: {k: list(v) + list(wilson(*v)) for k, v in c.items()} for name, c in rows}
     write_json_plain(res / "learning.json", {"meta": meta, "split": split, "eval": table, "runs": runs})
     lines = [
-        f"# Learning on generated ALFWorld (easy preset): {meta['date']}",
+        f"# Learning on generated ALFWorld (easy preset, `{res.name}`): {meta['date']}",
         "",
         f"Machine: {meta['machine']}. Config `{meta['config']}`; data `{cfg.env.data_dir}` ({split}: "
         f"{len(tasks)} games, {', '.join(f'{per_type[t]} {t}' for t in types)}).",
@@ -183,13 +208,24 @@ def main(argv: list[str] | None = None) -> int:
     if runs:
         lines += [
             "",
-            "| run | iterations | wall (s) | s/iteration | source success per iteration | library |",
-            "|---|---|---|---|---|---|",
+            "| run | iterations | wall (s) | s/iteration | source success per iteration | "
+            "downstream with skill / no-skill baseline | turns trained | library |",
+            "|---|---|---|---|---|---|---|---|",
         ]
+
+        def seq(xs: list, spec: str = ".2f") -> str:
+            return ", ".join(format(x, spec) for x in xs if x is not None) or "-"
+
         for name, r in runs.items():
-            succ = ", ".join(f"{s:.2f}" for s in r["train_source_success"] if s is not None)
+            down = [
+                f"{d:.2f}/{b:.2f}"
+                for d, b in zip(r.get("downstream_success", []), r.get("baseline_success", []))
+                if d is not None and b is not None
+            ]
             lines.append(
-                f"| {name} | {r['iterations']} | {r['wall_s']:.0f} | {r['mean_iteration_s']:.0f} | {succ} | {_library(r['library'])} |"
+                f"| {name} | {r['iterations']} | {r['wall_s']:.0f} | {r['mean_iteration_s']:.0f} | "
+                f"{seq(r['train_source_success'])} | {', '.join(down) or '-'} | {seq(r.get('trained_turns', []), '.0f')} | "
+                f"{_library(r['library'])} |"
             )
     notes = [f.read_text().strip() for f in sorted(res.glob("transfer-*.txt"))]
     if notes:

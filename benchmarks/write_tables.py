@@ -4,7 +4,7 @@
 
 Both files keep their hand-written text; only the block between
 `<!-- BEGIN GENERATED: benchmarks/write_tables.py -->` and `<!-- END GENERATED -->` is replaced:
-in docs/results.md by every benchmarks/results/*.md (and learning/learning.md) in a fixed order,
+in docs/results.md by every benchmarks/results/*.md (and the learning*/learning.md) in a fixed order,
 in README.md by one headline row per benchmark read from the JSON results (a missing or malformed
 result leaves its row out and says so on stderr). Files are written atomically.
 """
@@ -22,6 +22,8 @@ BEGIN = "<!-- BEGIN GENERATED: benchmarks/write_tables.py -->"
 END = "<!-- END GENERATED -->"
 ORDER = (
     "learning/learning.md",
+    "learning_solver_sft/learning.md",
+    "learning_solver_sft/learning.md",
     "iteration_breakdown.md",
     "trl_grpo.md",
     "mind2web_model.md",
@@ -53,7 +55,7 @@ def _learning() -> list[str]:
     rows = []
     if "untrained" in ev and "sft" in ev:
         rows.append(
-            f"| ALFWorld easy, trained types, greedy (Wilson 95%) | SFT start {cell('sft')} | "
+            f"| ALFWorld easy, trained types, greedy (Wilson 95%), both-roles start | SFT start {cell('sft')} | "
             f"untrained {cell('untrained')} | see docs | {_day(d['meta'])} |"
         )
     for name in sorted(k for k in ev if k.startswith("after ")):

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Literal
 
 import pyarrow as pa
 
-Role = Literal["solver", "extractor"]
-ROLES: tuple[Role, ...] = ("solver", "extractor")
+from cluster.roles import ROLES, Role  # noqa: F401  (re-exported: records name their role)
 
 
 @dataclass(frozen=True)

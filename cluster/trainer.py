@@ -66,6 +66,11 @@ class Trainer:
 
         self.cfg, self.run_dir = cfg, run_dir
         self.mode = cfg.trainer.mode
+        s = cfg.skills
+        if self.mode == "evolving" and s.gate_min_trials > s.k_neighbours * s.repeats:
+            log.warning(  # a skill is played only in the iteration that extracted it
+                "skills.gate_min_trials (%d) > skills.k_neighbours x skills.repeats (%d): a skill cannot be "
+                "accepted unless later duplicates merge into it", s.gate_min_trials, s.k_neighbours * s.repeats)  # fmt: skip
         self.metrics = Metrics(run_dir)
         self.timers: dict[str, float] = defaultdict(float)  # cumulative, per stage
         self.last_times: dict[str, float] = {}  # this iteration, per stage

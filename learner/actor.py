@@ -229,7 +229,9 @@ class Learner:
     ) -> tuple[torch.Tensor, dict[str, float]]:
         mask = (mb.role_index >= 0).float()
         lp, _ = self._logprobs(mb)
-        return losses.sft_loss(lp, mask, denom=denom)
+        loss = losses.role_balanced_nll(lp, mask, mb.role_index, self._role_tokens, self.world_size)
+        _, metrics = losses.sft_loss(lp.detach(), mask, denom=denom)  # reported: the plain token mean
+        return loss, metrics
 
     def _step(self, table: pa.Table, loss_fn, passes: int, where: str) -> dict[str, float]:
         """`passes` optimizer steps over this rank's rows; metrics token-weighted over all ranks."""
@@ -244,6 +246,8 @@ class Learner:
         ]
         plan = plan_micro_batches([unit_length(u) for u in units], self.lcfg.micro_batch_tokens)
         local_tokens = sum(r.n_response for r in rows)
+        role_tokens = self._all_reduce([float(sum(r.n_response for r in rows if r.role == x)) for x in ROLES])
+        self._role_tokens = torch.tensor(role_tokens, device=self.device)
         n_mb, total_tokens = (
             self._all_reduce([len(plan), local_tokens], "max")[0],
             self._all_reduce([local_tokens])[0],

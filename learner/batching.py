@@ -14,11 +14,14 @@ encoded once instead of m times. The logprobs are those of the separate rows (te
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
 import torch
 
-from cluster.records import ROLES, TURN_SCHEMA
+from cluster.roles import ROLES
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 @dataclass
@@ -41,6 +44,8 @@ class Row:
 
 def rows_from_table(table: pa.Table, where: str = "batch") -> list[Row]:
     """Validate a TURN_SCHEMA table and convert it; errors name the record (episode/turn) and field."""
+    from cluster.records import TURN_SCHEMA  # pyarrow: not needed by the torch-only GPU smoke check
+
     missing = [f.name for f in TURN_SCHEMA if f.name not in table.column_names]
     if missing:
         raise ValueError(f"{where}: table lacks TURN_SCHEMA columns {missing}")

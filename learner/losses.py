@@ -124,6 +124,21 @@ def sft_loss(
     return loss, {"nll": float(loss.detach())}
 
 
+def role_balanced_nll(
+    logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    role_index: torch.Tensor,
+    role_tokens: torch.Tensor,
+    world_size: int = 1,
+) -> torch.Tensor:
+    """SFT loss where each role's NLL is the mean over its own (global) tokens and the roles present
+    count equally: 16 extractor targets of ~340 tokens must not drown 92 solver actions of ~7.
+    `role_tokens[k]`: the batch's token count of role k over all ranks (DeepSpeed averages ranks)."""
+    present = (role_tokens > 0).sum().clamp(min=1)
+    per_token = (role_tokens / world_size * present)[role_index.clamp(min=0)].clamp(min=1e-6)
+    return (-logprobs * mask.to(logprobs.dtype) / per_token).sum()
+
+
 def logprob_gap(logprobs: torch.Tensor, behaviour_logprobs: torch.Tensor, mask: torch.Tensor) -> Metrics:
     """How far the learner's logprobs are from the rollout engine's for the same tokens.
 

@@ -51,6 +51,12 @@ def test_counts_groups_and_missing_type():
         report.counts(stats, "v", Counter({"z": 1}), set())
 
 
+def test_pooled_rows_sum_wins_and_games_over_seeds():
+    rows = [("sft", {"t": (1, 8)}), ("after grpo-seed0", {"t": (2, 8), "h": (0, 4)}),
+            ("after grpo-seed1", {"t": (3, 8), "h": (1, 4)}), ("after evolving-seed0", {"t": (1, 8)})]  # fmt: skip
+    assert report.pooled(rows) == [("grpo, 2 seeds pooled", {"t": (5, 16), "h": (1, 8)})]  # one seed: no row
+
+
 def test_demo_selection_drops_heldout_types():
     recs = [{"task_id": f"t{i}", "task_type": t} for i, t in enumerate(
         ["pick_and_place_simple"] * 3 + ["pick_two_obj_and_place", "look_at_obj_in_light"]

@@ -128,3 +128,20 @@ def test_logprob_gap():
         torch.tensor([-1.0, -2.0, -3.0]), torch.tensor([-1.5, -2.0, 0.0]), torch.tensor([1, 1, 0])
     )
     assert m["logprob_gap_mean"] == pytest.approx(0.25) and m["logprob_gap_max"] == pytest.approx(0.5)
+
+
+def test_role_balanced_nll_weights_roles_equally():
+    from learner.losses import role_balanced_nll
+
+    lp = torch.tensor([-1.0, -1.0, -3.0, -3.0, -3.0, -3.0, -9.0])  # 2 solver tokens, 4 extractor, 1 masked
+    role = torch.tensor([0, 0, 1, 1, 1, 1, -1])
+    mask = (role >= 0).float()
+    counts = torch.tensor([2.0, 4.0])
+    assert role_balanced_nll(lp, mask, role, counts).item() == pytest.approx(0.5 * 1.0 + 0.5 * 3.0)
+    # one role only: the plain token mean; two ranks with half the tokens each: DeepSpeed's average restores it
+    assert role_balanced_nll(lp[:2], mask[:2], role[:2], torch.tensor([2.0, 0.0])).item() == pytest.approx(
+        1.0
+    )
+    assert role_balanced_nll(
+        lp[:1], mask[:1], role[:1], torch.tensor([2.0, 0.0]), world_size=2
+    ).item() == pytest.approx(1.0)

@@ -1,4 +1,4 @@
-"""RolloutPool._dispatch's retry rules with Ray's wait/get replaced by a scripted FakeRay (no cluster):
+"""RolloutPool._dispatch's and _each's retry rules with Ray's wait/get replaced by a scripted FakeRay (no cluster):
 an OutOfMemoryError from Ray's memory monitor is a dead worker (replaced, chunk redone), the restart
 budget bounds it, and any other error is a RolloutError naming actor, stage and item."""
 
@@ -20,7 +20,7 @@ class FakeRay:
     def wait(self, refs, num_returns=1, timeout=None):
         return refs[:num_returns], refs[num_returns:]
 
-    def get(self, ref):
+    def get(self, ref, timeout=None):
         if self.errors:
             raise self.errors.pop(0)
         return list(ref)
@@ -67,3 +67,22 @@ def test_other_errors_are_named_not_retried(monkeypatch):
     with pytest.raises(RolloutError, match=r"rollout-0: play failed on task task 0: ValueError\('bad env'\)"):
         run(pool, [ValueError("bad env")], monkeypatch)
     assert pool.replaced == []
+
+
+def test_each_replaces_until_the_budget_then_names_the_stage(monkeypatch):
+    """Broadcast-style calls: a worker OOM-killed twice in a row (its replacement too) still gets the
+    weights while the budget lasts; past it, the error names actor, stage and the budget."""
+    import ray
+
+    pool = fake_pool(max_restarts=2)
+    fake = FakeRay([OutOfMemoryError("a"), OutOfMemoryError("b")])
+    monkeypatch.setattr(ray, "get", fake.get)
+    assert pool._each(lambda w: ("v3",), "update_weights") == [["v3"]]
+    assert [why for _, why in pool.replaced] == ["update_weights: died: OutOfMemoryError"] * 2
+    pool = fake_pool(max_restarts=1)
+    fake = FakeRay([OutOfMemoryError("a"), OutOfMemoryError("b")])
+    monkeypatch.setattr(ray, "get", fake.get)
+    with pytest.raises(
+        RolloutError, match=r"rollout-0: update_weights failed on task -: .*restart budget spent"
+    ):
+        pool._each(lambda w: ("v3",), "update_weights")

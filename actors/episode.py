@@ -23,6 +23,20 @@ from envs.base import Observation, TextEnv
 log = logging.getLogger(__name__)
 
 
+# The readable transcript of a solver episode (EpisodeResult.text, what the extractor reads). The SFT
+# warm start (learner/sft.py) renders planner demonstrations with the same three lines.
+def transcript_task(task_text: str) -> str:
+    return f"Task: {task_text}"
+
+
+def transcript_observation(text: str) -> str:
+    return f"Observation: {text}"
+
+
+def transcript_step(action: str, observation: str) -> str:
+    return f"> {action}\n{observation}"
+
+
 @dataclass
 class _Live:
     """Mutable state of one running episode."""
@@ -105,10 +119,10 @@ def run_episodes(
     eps = []
     for env, task, skill, eid, sid in zip(envs, tasks, skills, episode_ids, skill_ids):
         res = EpisodeResult(eid, task, role, False, 0.0, 0, skill_id=sid or "", policy_version=policy_version)
-        ep = _Live(res, env, skill, transcript=[f"Task: {task.text}"])
+        ep = _Live(res, env, skill, transcript=[transcript_task(task.text)])
         try:
             ep.obs = env.reset(task)
-            ep.transcript.append(f"Observation: {ep.obs.text}")
+            ep.transcript.append(transcript_observation(ep.obs.text))
         except Exception as e:
             _finish(ep, error=f"reset({task.ref}): {type(e).__name__}: {e}")
         eps.append(ep)
@@ -156,7 +170,7 @@ def run_episodes(
             r.invalid_actions += int(step.invalid_action)
             r.reward += step.reward
             ep.history.append((action, step.observation.text))
-            ep.transcript.append(f"> {action}\n{step.observation.text}")
+            ep.transcript.append(transcript_step(action, step.observation.text))
             ep.obs = step.observation
             if step.done:
                 r.won = step.won

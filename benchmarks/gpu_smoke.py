@@ -95,6 +95,15 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def timed(fn, device) -> float:
+    """Seconds `fn()` takes, with the device synchronised before and after."""
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
+
+
 def bench_step(args, device) -> dict:
     import deepspeed
 
@@ -132,18 +141,11 @@ def bench_step(args, device) -> dict:
         bare_opt.step()
         bare_opt.zero_grad(set_to_none=True)
 
-    def timed(fn):
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        return time.perf_counter() - t0
-
-    timed(ds_step), timed(bare_step)  # warm-up
+    timed(ds_step, device), timed(bare_step, device)  # warm-up
     ds, br = [], []
     for _ in range(args.steps):
-        ds.append(timed(ds_step))
-        br.append(timed(bare_step))
+        ds.append(timed(ds_step, device))
+        br.append(timed(bare_step, device))
     med = statistics.median
     res = {
         "params": sum(p.numel() for p in bare.parameters()),
@@ -194,12 +196,12 @@ def bench_shared_prompts(args, device) -> dict:
         return torch.log_softmax(logits.float(), -1).gather(-1, mb.targets[:, None])[:, 0]
 
     def step(mb):
-        sync(device)
-        t0 = time.perf_counter()
-        (logprobs(mb) * mb.advantages).mean().backward()
-        sync(device)
-        net.zero_grad(set_to_none=True)
-        return time.perf_counter() - t0
+        def fwd_bwd():
+            (logprobs(mb) * mb.advantages).mean().backward()
+            sync(device)
+            net.zero_grad(set_to_none=True)
+
+        return timed(fwd_bwd, device)
 
     with torch.no_grad():
         diff = (logprobs(plain) - logprobs(packed)).abs().max().item()

@@ -245,13 +245,10 @@ class Learner:
             for u in plan_units(rows, self.lcfg.share_prompts, self.lcfg.micro_batch_tokens)
         ]
         plan = plan_micro_batches([unit_length(u) for u in units], self.lcfg.micro_batch_tokens)
-        local_tokens = sum(r.n_response for r in rows)
+        # response tokens per role over all ranks (every row's role is in ROLES: rows_from_table checks)
         role_tokens = self._all_reduce([float(sum(r.n_response for r in rows if r.role == x)) for x in ROLES])
         self._role_tokens = torch.tensor(role_tokens, device=self.device)
-        n_mb, total_tokens = (
-            self._all_reduce([len(plan), local_tokens], "max")[0],
-            self._all_reduce([local_tokens])[0],
-        )
+        n_mb, total_tokens = self._all_reduce([len(plan)], "max")[0], sum(role_tokens)
         # DeepSpeed averages gradients over ranks; scale back so the step is a global token mean.
         denom = max(total_tokens, 1.0) / self.world_size
         sums: dict[str, float] = {}

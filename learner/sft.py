@@ -100,15 +100,19 @@ def _teacher_skills(demos: list[dict[str, Any]], where: str) -> list:
 
 def _extractor_turn(rec: dict[str, Any], skill: Any, tokenizer: Any, eos: int, cfg: Config) -> Turn:
     """The extractor prompt over the demo's transcript (as actors.episode writes it) -> the skill JSON."""
+    from actors.episode import transcript_observation, transcript_step, transcript_task
     from actors.prompts import encode_messages
     from cluster.records import EpisodeResult, TaskSpec
     from skills.extractor import extractor_messages
 
     steps = rec["steps"]
-    lines = [f"Task: {rec['task_text']}", f"Observation: {steps[0]['observation'] if steps else ''}"]
+    lines = [
+        transcript_task(rec["task_text"]),
+        transcript_observation(steps[0]["observation"] if steps else ""),
+    ]
     for k, step in enumerate(steps):
         nxt = steps[k + 1]["observation"] if k + 1 < len(steps) else ""
-        lines.append(f"> {str(step['action']).strip()}\n{nxt}")
+        lines.append(transcript_step(str(step["action"]).strip(), nxt))
     task = TaskSpec(str(rec["task_id"]), cfg.env.name, str(rec["task_type"]), str(rec["task_text"]), "")
     episode = EpisodeResult(f"demo-{rec['task_id']}", task, "solver", won=True, reward=1.0, steps=len(steps),
                             text="\n".join(lines))  # fmt: skip

@@ -8,7 +8,8 @@ wheel) but no vLLM, Ray, pyarrow or the embedded GGUF.
    learner.broadcast.CollectiveBroadcaster drives it) between 2 processes (torch.multiprocessing),
    checked bitwise, timed against a bare device copy of the same bytes. NCCL refuses two ranks on
    one GPU on most versions ("Duplicate GPU detected"): that is reported, and the same path is then
-   run over gloo with CUDA tensors so the bucketing/unpacking code is still exercised.
+   run over gloo with CUDA tensors so the bucketing/unpacking code is still exercised, and over NCCL
+   with the sender alone (group init and the NCCL calls; nothing crosses a link).
 
 3. Shared-prompt packing (learner.batching.collate_units) on a GRPO-shaped batch: the logprobs
    against separate rows under bf16 autocast, and forward+backward time both ways.
@@ -225,14 +226,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _bcast_worker(rank, backend, device_str, port, weights, repeats, bucket_bytes, queue):
+def _bcast_worker(rank, world, backend, device_str, port, weights, repeats, bucket_bytes, queue):
     from actors.weight_sync import new_group, recv_weights, send_weights, weight_meta
 
     try:
         device = torch.device(device_str)
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        group = new_group("127.0.0.1", port, rank, 2, backend, timeout_s=120)
+        group = new_group("127.0.0.1", port, rank, world, backend, timeout_s=120)
         named = [(n, t.to(device)) for n, t in weights.items()]
         names, shapes, dtypes = weight_meta(named)
         times = []
@@ -253,19 +254,21 @@ def _bcast_worker(rank, backend, device_str, port, weights, repeats, bucket_byte
         queue.put((rank, "error", f"{type(e).__name__}: {e}"[:500], False))
 
 
-def bench_broadcast(weights, backend, device_str, repeats, bucket_bytes) -> dict:
+def bench_broadcast(weights, backend, device_str, repeats, bucket_bytes, world: int = 2) -> dict:
+    """`world` 2: sender + receiver, checked bitwise. `world` 1: the sender alone (a one-GPU machine's
+    NCCL check): group init, bucketing and the NCCL calls run, but nothing crosses a link."""
     import torch.multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     port = free_port()
-    procs = [ctx.Process(target=_bcast_worker, args=(r, backend, device_str, port, weights, repeats, bucket_bytes, q))
-             for r in range(2)]  # fmt: skip
+    procs = [ctx.Process(target=_bcast_worker, args=(r, world, backend, device_str, port, weights, repeats, bucket_bytes, q))
+             for r in range(world)]  # fmt: skip
     for p in procs:
         p.start()
     out = {}
     try:
-        for _ in range(2):
+        for _ in range(world):
             rank, status, val, ok = q.get(timeout=300)
             out[rank] = (status, val, ok)
     except Exception as e:
@@ -287,9 +290,9 @@ def bench_broadcast(weights, backend, device_str, repeats, bucket_bytes) -> dict
     sync(device)
     copy_s = time.perf_counter() - t0
     nbytes = sum(t.numel() * t.element_size() for t in src)
-    recv_s = out[1][1]
+    recv_s = out[world - 1][1]
     return {
-        "backend": backend, "device": device_str, "ok": bool(out[1][2]), "bytes": nbytes,
+        "backend": backend, "device": device_str, "ranks": world, "ok": bool(out[world - 1][2]), "bytes": nbytes,
         "broadcast_s": recv_s, "bare_copy_s": copy_s, "ratio_vs_bare_copy": recv_s / max(copy_s, 1e-9),
         "GB_per_s": nbytes / recv_s / 1e9,
     }  # fmt: skip
@@ -335,9 +338,10 @@ def main() -> int:
         if not b["ok"]:
             print(f"[gpu_smoke] NCCL broadcast, 2 ranks on one GPU: {b.get('error')}")
             res["broadcast_gloo_cuda"] = bench_broadcast(weights, "gloo", "cuda:0", 3, bucket)
+            res["broadcast_nccl_1rank"] = bench_broadcast(weights, "nccl", "cuda:0", 3, bucket, world=1)
     else:
         res["broadcast_gloo_cpu"] = bench_broadcast(weights, "gloo", "cpu", 3, bucket)
-    for k in ("broadcast_nccl", "broadcast_gloo_cuda", "broadcast_gloo_cpu"):
+    for k in ("broadcast_nccl", "broadcast_gloo_cuda", "broadcast_nccl_1rank", "broadcast_gloo_cpu"):
         b = res.get(k)
         if b and b.get("ok"):
             print(f"[gpu_smoke] {k}: {b['bytes'] / 1e6:.0f} MB in {b['broadcast_s']:.4f}s "

@@ -114,11 +114,12 @@ def plot_bars(rows: list[tuple[str, dict[str, tuple[int, int]]]], path: Path) ->
 def pooled(
     rows: list[tuple[str, dict[str, tuple[int, int]]]],
 ) -> list[tuple[str, dict[str, tuple[int, int]]]]:
-    """One row per mode with wins and games summed over its seeds (`after grpo-seed0`, `-seed1`, ...)."""
+    """One row per mode (or transfer check) with wins and games summed over its seeds
+    (`after grpo-seed0`, `after grpo-seed1`, ...; `sft+candidates-seed0`, ...)."""
     by_mode: dict[str, list[dict[str, tuple[int, int]]]] = {}
     for name, c in rows:
-        if name.startswith("after ") and "-seed" in name:
-            by_mode.setdefault(name[len("after ") :].rsplit("-seed", 1)[0], []).append(c)
+        if "-seed" in name:
+            by_mode.setdefault(name.removeprefix("after ").rsplit("-seed", 1)[0], []).append(c)
     out = []
     for mode, cs in sorted(by_mode.items()):
         if len(cs) > 1:
@@ -229,7 +230,11 @@ def main(argv: list[str] | None = None) -> int:
             )
     notes = [f.read_text().strip() for f in sorted(res.glob("transfer-*.txt"))]
     if notes:
-        lines += ["", "Transfer check (the evolving run's library given to the SFT start model):", ""]
+        lines += [
+            "",
+            "Transfer check (the evolving run's library given to the SFT start model; rows `sft+...`):",
+            "",
+        ]
         lines += [f"- {n}" for n in notes]
     if meta.get("notes"):
         lines += ["", *meta["notes"]]

@@ -1,6 +1,6 @@
 """Mind2Web metrics of a model (default: the untrained embedded SmolLM2-135M) on the bundled sample.
 
-    python benchmarks/mind2web_model.py [--model embedded|HF_DIR] [--label untrained]
+    python benchmarks/mind2web_model.py [--model embedded|HF_DIR | --run RUN_DIR] [--label untrained]
 
 Policy = the model through the rollout engine (actors.engine, in-process vLLM on CPU) with the
 solver prompt of actors.prompts and constrained decoding over the step's admissible actions,
@@ -46,9 +46,21 @@ def model_policy(engine, max_observation_chars: int = 4000):
     return policy
 
 
+def run_model(run_dir: Path) -> Path:
+    """The HF model folder of a run's newest verified checkpoint."""
+    from cluster.checkpoint import CheckpointManager
+    from learner.checkpoint import resolve_checkpoint
+
+    latest = CheckpointManager(run_dir / "checkpoints").latest()
+    if latest is None:
+        raise FileNotFoundError(f"{run_dir}: no complete checkpoint under checkpoints/")
+    return resolve_checkpoint(latest[0])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="embedded")
+    p.add_argument("--run", default="", help="a training run folder: score its newest verified checkpoint")
     p.add_argument("--label", default="untrained")
     p.add_argument("--max-candidates", type=int, default=20)
     p.add_argument("--limit", type=int, default=None, help="tasks per split (default: all)")
@@ -60,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     from cluster.storage import atomic_write_bytes, write_json_plain
     from envs.mind2web.evaluate import evaluate
 
+    if args.run:
+        args.model = str(run_model(Path(args.run)))
     engine = make_engine(resolve_model(args.model), EngineConfig(), seed=0, max_model_len=4096)
     policy = model_policy(engine)
     rows: dict[str, dict[str, dict]] = {}

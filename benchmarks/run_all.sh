@@ -38,6 +38,8 @@ if [[ -s benchmarks/results/learning/meta.json ]]; then
   step learning_tables $PY benchmarks/learning_report.py
   step iteration_breakdown $PY benchmarks/iteration_breakdown.py
 fi
+[[ -s benchmarks/results/mind2web_learning.json ]] &&  # its training runs: benchmarks/mind2web_learning.sh
+  step mind2web_learning_tables $PY benchmarks/mind2web_learning_report.py
 step tables $PY benchmarks/write_tables.py
 if ((${#failed[@]})); then echo "make bench: failed steps: ${failed[*]}"; exit 1; fi
 echo "make bench: all steps ok; tables in docs/results.md and benchmarks/results/"

@@ -131,6 +131,7 @@ def main() -> int:
     ap.add_argument("--work", default="/tmp/evorl-soak")
     ap.add_argument("--out", default="benchmarks/results/soak")
     ap.add_argument("--baseline", default="", help="reuse the undisturbed run of an earlier soak JSON")
+    ap.add_argument("--note", default="", help="a line for the report, e.g. what else ran on the machine")
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -140,7 +141,8 @@ def main() -> int:
     if args.baseline:  # same config, measured earlier on this machine: only the disturbed run is new
         old = json.loads(Path(args.baseline).read_text())
         assert old["iterations"] == args.iterations, "baseline ran another number of iterations"
-        results.append(next(r for r in old["runs"] if r["name"] == "undisturbed") | {"from": args.baseline})
+        undisturbed = next(r for r in old["runs"] if r["name"] == "undisturbed")
+        results.append(undisturbed | {"from": f"{old['date']} ({args.baseline})"})
         plan = plan[1:]
     for name, every in plan:
         run_dir = work / name
@@ -165,26 +167,40 @@ def main() -> int:
         "same_iterations": ok,
         "wall_ratio_disturbed_over_undisturbed": round(dist["wall_s"] / max(base["wall_s"], 1e-9), 3),
         "runs": results,
+        "note": args.note,
     }
     out = Path(args.out)
     write_json_plain(out.with_suffix(".json"), report)
+    md = render_md(report)
+    atomic_write_text(out.with_suffix(".md"), md)
+    print(md)
+    return 0 if ok else 1
+
+
+def render_md(report: dict) -> str:
+    """The soak report's Markdown, from its JSON."""
+    ok = report["same_iterations"]
     md = [
         f"# Soak: quickstart with random rollout-worker kills ({report['date']})",
         "",
         f"Machine: {report['machine']}. Config: `{report['config']}`.",
-        f"Kill a random `ray::RolloutWorker` process (SIGKILL) every ~{args.kill_every:.0f} s (+-50%).",
+        f"Kill a random `ray::RolloutWorker` process (SIGKILL) every ~{report['kill_every_s']:.0f} s (+-50%).",
+        *[
+            f"The {r['name']} run is reused from the soak of {r['from']}."
+            for r in report["runs"]
+            if r.get("from")
+        ],
+        *([report["note"]] if report.get("note") else []),
         "",
         "| run | exit | iterations | kills | rollout/restarts logged | wall s | s per iteration |",
         "|---|---|---|---|---|---|---|",
     ]
-    for r in results:
+    for r in report["runs"]:
         md.append(f"| {r['name']} | {r['returncode']} | {r['iterations_completed']} | {r['kills']} | "
                   f"{r['rollout_restarts_logged']} | {r['wall_s']} | {r['iteration_s']} |")  # fmt: skip
     md += ["", f"Same number of iterations: **{ok}**; wall time disturbed / undisturbed: "
            f"{report['wall_ratio_disturbed_over_undisturbed']}x."]  # fmt: skip
-    atomic_write_text(out.with_suffix(".md"), "\n".join(md) + "\n")
-    print("\n".join(md))
-    return 0 if ok else 1
+    return "\n".join(md) + "\n"
 
 
 if __name__ == "__main__":

@@ -23,10 +23,10 @@ END = "<!-- END GENERATED -->"
 ORDER = (
     "learning/learning.md",
     "learning_solver_sft/learning.md",
-    "learning_solver_sft/learning.md",
     "iteration_breakdown.md",
     "trl_grpo.md",
     "mind2web_model.md",
+    "mind2web_learning.md",
     "rollout_throughput.md",
     "rollout_scaling.md",
     "learner_step.md",
@@ -58,7 +58,8 @@ def _learning() -> list[str]:
             f"| ALFWorld easy, trained types, greedy (Wilson 95%), both-roles start | SFT start {cell('sft')} | "
             f"untrained {cell('untrained')} | see docs | {_day(d['meta'])} |"
         )
-    for name in sorted(k for k in ev if k.startswith("after ")):
+    pooled = sorted(k for k in ev if k.endswith("seeds pooled"))  # one row per mode when several seeds
+    for name in pooled or sorted(k for k in ev if k.startswith("after ")):
         rows.append(
             f"| {name}: trained / held-out | {cell(name)} / {cell(name, 'heldout_success')} | "
             f"SFT start {cell('sft')} / {cell('sft', 'heldout_success')} | see docs | {_day(d['meta'])} |"
@@ -119,6 +120,18 @@ def _mind2web() -> list[str]:
     ]
 
 
+def _mind2web_learning() -> list[str]:
+    d = _load("mind2web_learning.json")
+    ev, day = d["eval"]["test_task"], max(_day(v) for v in d["scored"].values())
+    return [
+        f"| Mind2Web sample test_task, after {name}: element acc / step SR | "
+        f"{r['element_acc']:.2f} / {r['step_sr']:.2f} | untrained {ev['untrained']['element_acc']:.2f} / "
+        f"{ev['untrained']['step_sr']:.2f} | - | {day} |"
+        for name, r in ev.items()
+        if name.startswith(("grpo", "evolving"))
+    ]
+
+
 HEADLINES: tuple[tuple[str, Callable[[], list[str]]], ...] = (
     ("learning", _learning),
     ("trl", _trl),
@@ -127,6 +140,7 @@ HEADLINES: tuple[tuple[str, Callable[[], list[str]]], ...] = (
     ("learner", _learner),
     ("env pool", _envpool),
     ("mind2web", _mind2web),
+    ("mind2web learning", _mind2web_learning),
 )
 
 

@@ -26,6 +26,13 @@ def add_commands(sub: argparse._SubParsersAction, data_sub: argparse._SubParsers
     p.add_argument("--config", required=True)
     p.add_argument("--checkpoint", default="", help="HF model folder; default: config's model.path")
     p.add_argument("--skills", default="", help="skill library folder (the transfer experiment)")
+    p.add_argument(
+        "--skill-status",
+        type=skill_statuses,
+        default=("accepted",),
+        help="comma-separated library statuses to retrieve from (accepted, candidate); default accepted: "
+        "'accepted,candidate' gives the extractor's ungated skills too, for runs too short for the gate",
+    )
     p.add_argument("--json", action="store_true")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=cmd_eval)
@@ -33,6 +40,14 @@ def add_commands(sub: argparse._SubParsersAction, data_sub: argparse._SubParsers
     p = sub.add_parser("plot", help="learning-curve PNGs from a run folder")
     p.add_argument("run_dir")
     p.set_defaults(func=cmd_plot)
+
+
+def skill_statuses(text: str) -> tuple[str, ...]:
+    """`--skill-status accepted,candidate` -> ('accepted', 'candidate'); retired skills are never served."""
+    statuses = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+    if not statuses or set(statuses) - {"accepted", "candidate"}:
+        raise argparse.ArgumentTypeError(f"expected accepted and/or candidate, comma-separated, not {text!r}")
+    return statuses
 
 
 def cmd_prepare_model(args: argparse.Namespace) -> int:
@@ -98,7 +113,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from cluster.trainer import evaluate_only
 
     cfg = load_config(args.config, args.overrides)
-    return evaluate_only(cfg, checkpoint=args.checkpoint, skills=args.skills, as_json=args.json)
+    return evaluate_only(
+        cfg, checkpoint=args.checkpoint, skills=args.skills, as_json=args.json, statuses=args.skill_status
+    )
 
 
 def cmd_plot(args: argparse.Namespace) -> int:

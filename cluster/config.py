@@ -67,6 +67,9 @@ class EnvConfig:
     history_window: int = 4  # previous (action, observation) pairs kept in the solver prompt
     max_observation_chars: int = 2000
     constrained_actions: bool = True  # decode only admissible actions (needed by the 135M model)
+    # episode reward: "success" (1 for a won episode; the paper's) or, Mind2Web only, "progress"
+    # (the fraction of the task's steps done right: a signal before the model finishes any task)
+    reward: Literal["success", "progress"] = "success"
     # generated-data settings (used when data_dir holds no games yet)
     generate_preset: Literal["easy", "standard"] = "easy"
     generate_per_type: int = 10
@@ -78,6 +81,10 @@ class EnvConfig:
         _check(self.history_window >= 0, "env.history_window: expected >= 0")
         _check(self.generate_per_type >= 1, "env.generate_per_type: expected >= 1")
         _check(self.num_env_actors >= 1, "env.num_env_actors: expected >= 1")
+        _check(
+            self.reward == "success" or self.name == "mind2web",
+            f"env.reward: {self.reward!r} is for Mind2Web only; ALFWorld rewards success",
+        )
 
 
 @dataclass

@@ -105,7 +105,7 @@ class Trainer:
                 group = [t for t in tasks for _ in range(cfg.trainer.grpo_samples)]
                 episodes = self.rollout.play(group, [None] * len(group), self.solver_gen)
             for ep in episodes:
-                ep.reward = float(ep.won)
+                ep.reward = episode_reward(cfg, ep)
             turns, adv = assign_grpo(episodes)
             stats |= adv.as_metrics("adv/") | episode_stats("source", episodes)
             candidates: list[list[Candidate]] = []
@@ -231,7 +231,7 @@ class Trainer:
             if c is None:
                 baselines[src_id].append(ep)
                 continue
-            ep.reward = float(ep.won)  # the paper's downstream reward: success
+            ep.reward = episode_reward(self.cfg, ep)
             c.downstream.append(ep)
         return baselines
 
@@ -428,6 +428,12 @@ def ensure_data(cfg: Config) -> None:
     )
 
 
+def episode_reward(cfg: Config, ep: EpisodeResult) -> float:
+    """The paper's reward, success (1 for a won episode), unless the config asks for the env's own
+    return (`env.reward: progress`, Mind2Web: the fraction of steps done right)."""
+    return float(ep.won) if cfg.env.reward == "success" else float(ep.reward)
+
+
 def library_summary(library) -> dict[str, int]:
     counts = {"skills": len(library)}
     for status in ("candidate", "accepted", "retired"):
@@ -443,15 +449,25 @@ def best_skill_card(index, task: TaskSpec, k: int) -> str | None:
     return "\n\n".join(render_card(e.skill) for e in entries) if entries else None
 
 
-def evaluate(cfg: Config, pool, gen, trained_types: set[str], library=None) -> dict[str, float]:
-    """Greedy episodes on the eval splits: success per task type, trained vs held-out, overall."""
+def evaluate(
+    cfg: Config,
+    pool,
+    gen,
+    trained_types: set[str],
+    library=None,
+    statuses: tuple[str, ...] = ("accepted",),
+) -> dict[str, float]:
+    """Greedy episodes on the eval splits: success per task type, trained vs held-out, overall.
+
+    With a library, each task's prompt carries its top retrieved skills of the given `statuses`.
+    """
     from envs import list_tasks
 
     index = None
-    if library is not None and library.with_status("accepted"):
+    if library is not None and library.with_status(*statuses):
         from skills.retrieval import Embedder, SkillIndex
 
-        index = SkillIndex.from_library(library, Embedder(cfg.skills.embedding))
+        index = SkillIndex.from_library(library, Embedder(cfg.skills.embedding), statuses)
     stats: dict[str, float] = {"eval/skills_available": float(index is not None and len(index.entries))}
     for split in cfg.env.eval_splits:
         tasks = list_tasks(cfg.env, split)
@@ -477,7 +493,13 @@ def evaluate(cfg: Config, pool, gen, trained_types: set[str], library=None) -> d
     return stats
 
 
-def evaluate_only(cfg: Config, checkpoint: str = "", skills: str = "", as_json: bool = False) -> int:
+def evaluate_only(
+    cfg: Config,
+    checkpoint: str = "",
+    skills: str = "",
+    as_json: bool = False,
+    statuses: tuple[str, ...] = ("accepted",),
+) -> int:
     """`evorl eval`: any model (a checkpoint or the config's) with an optional skill library."""
     import json
 
@@ -497,7 +519,7 @@ def evaluate_only(cfg: Config, checkpoint: str = "", skills: str = "", as_json: 
         temperature=cfg.rollout.eval_temperature, top_p=1.0, max_tokens=cfg.rollout.max_new_tokens
     )
     try:
-        stats = evaluate(cfg, pool, gen, trained, library)
+        stats = evaluate(cfg, pool, gen, trained, library, statuses)
     finally:
         pool.shutdown()
     print(

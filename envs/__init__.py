@@ -19,7 +19,7 @@ def make_env(env_cfg: EnvConfig, seed: int = 0) -> TextEnv:
     if env_cfg.name == "mind2web":
         from envs.mind2web.env import Mind2WebEnv
 
-        return Mind2WebEnv(max_steps=env_cfg.max_steps, seed=seed)
+        return Mind2WebEnv(max_steps=env_cfg.max_steps, seed=seed, reward=env_cfg.reward)
     raise ValueError(f"env.name: unknown environment {env_cfg.name!r}")
 
 

@@ -112,7 +112,8 @@ def assign_evolving(
 ) -> tuple[list[Turn], AdvantageStats]:
     """Evolving-RL rewards and advantages for one iteration.
 
-    - extractor sample: reward = mean `won` of the downstream episodes that used its skill
+    - extractor sample: reward = mean `reward` of the downstream episodes that used its skill (their
+      win rate under the default success reward)
       (`downstream[i].skill_id == extraction.skill_id`); 0 when the skill failed to parse (empty
       skill_id); normalised across the candidates of one source trajectory (`extractor_group`).
     - downstream solver sample: reward = its own `reward`; normalised per downstream task
@@ -126,7 +127,7 @@ def assign_evolving(
     wins: dict[str, list[float]] = defaultdict(list)
     for d in ok_down:
         if d.skill_id:
-            wins[d.skill_id].append(1.0 if d.won else 0.0)
+            wins[d.skill_id].append(float(d.reward))
 
     ext = [e for e in extractions if not e.failed]
     stats.skipped_failed += len(extractions) - len(ext)

@@ -121,3 +121,20 @@ def test_assign_grpo_uses_same_normaliser():
     assert adv["g4"] == adv["g5"] == 0.0
     assert np.isclose(sum(adv[f"g{i}"] for i in range(4)), 0.0, atol=1e-6)
     assert stats.groups == 2 and stats.zero_variance_groups == 1
+
+
+def test_episode_reward_is_success_unless_progress_is_configured():
+    """The trainer overwrites an episode's env return with the paper's success reward, except under
+    env.reward=progress (Mind2Web), where the return (fraction of steps right) is the reward."""
+    from cluster.config import load_config
+    from cluster.trainer import episode_reward
+
+    task = TaskSpec("t", "mind2web", "Travel/Airlines", "book a flight", "f#a")
+    partial = EpisodeResult("e", task, "solver", False, 0.4, 3)
+    won = EpisodeResult("w", task, "solver", True, 1.0, 5)
+    success = load_config("configs/quickstart_mind2web.yaml")
+    progress = load_config("configs/quickstart_mind2web.yaml", ["env.reward=progress"])
+    assert [episode_reward(success, e) for e in (partial, won)] == [0.0, 1.0]
+    assert [episode_reward(progress, e) for e in (partial, won)] == [0.4, 1.0]
+    turns, stats = assign_grpo([partial, won, EpisodeResult("z", task, "solver", False, 0.0, 1)])
+    assert stats.zero_variance_groups == 0  # partial returns are a signal where successes are not

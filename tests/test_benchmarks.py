@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -53,8 +54,12 @@ def test_counts_groups_and_missing_type():
 
 def test_pooled_rows_sum_wins_and_games_over_seeds():
     rows = [("sft", {"t": (1, 8)}), ("after grpo-seed0", {"t": (2, 8), "h": (0, 4)}),
-            ("after grpo-seed1", {"t": (3, 8), "h": (1, 4)}), ("after evolving-seed0", {"t": (1, 8)})]  # fmt: skip
-    assert report.pooled(rows) == [("grpo, 2 seeds pooled", {"t": (5, 16), "h": (1, 8)})]  # one seed: no row
+            ("after grpo-seed1", {"t": (3, 8), "h": (1, 4)}), ("after evolving-seed0", {"t": (1, 8)}),
+            ("sft+candidates-seed0", {"t": (2, 8)}), ("sft+candidates-seed1", {"t": (0, 8)})]  # fmt: skip
+    assert report.pooled(rows) == [  # one seed (evolving): no row
+        ("grpo, 2 seeds pooled", {"t": (5, 16), "h": (1, 8)}),
+        ("sft+candidates, 2 seeds pooled", {"t": (2, 16)}),
+    ]
 
 
 def test_demo_selection_drops_heldout_types():
@@ -78,3 +83,32 @@ def test_jaccard_reward_is_graded():
     assert trl_bench.jaccard_reward("go to sink 1", adm) == 1.0
     assert 0 < trl_bench.jaccard_reward("go to table 1", adm) < 1
     assert trl_bench.jaccard_reward("", adm) == 0.0
+
+
+def test_mind2web_learning_report_tables_each_model_and_keeps_run_records(tmp_path, monkeypatch):
+    m2w = _load("mind2web_learning_report")
+    res, runs = tmp_path / "results", tmp_path / "runs"
+    res.mkdir()
+    monkeypatch.setattr(m2w, "RES", res)
+
+    def scored(acc: float) -> dict:
+        r = {"element_acc": acc, "op_f1": 0.5, "step_sr": acc / 2, "task_sr": 0.0}
+        return {"date": "d", "model": "m", "machine": "cpu", "max_candidates": 20,
+                "results": {"test_task": {"model": r, "random": r | {"element_acc": 0.1}}}}  # fmt: skip
+
+    (res / "mind2web_model.json").write_text(json.dumps(scored(0.2)))
+    for i, mode in enumerate(("grpo", "evolving")):
+        (res / f"mind2web_model_{mode}-seed0.json").write_text(json.dumps(scored(0.3 + i / 10)))
+        run = runs / f"{mode}-seed0"
+        run.mkdir(parents=True)
+        (run / "summary.json").write_text(json.dumps({"library": {"skills": 2 * i, "accepted": 0}}))
+        (run / "config.yaml").write_text("x: 1\n")
+        lines = [{"iteration_s": 10.0, "source/success": 0.5}, {"eval": 1}, {"iteration_s": 5.0}]
+        (run / "metrics.jsonl").write_text("\n".join(map(json.dumps, lines)) + "\n")
+    assert m2w.main(["--runs", str(runs)]) == 0
+    assert m2w.main(["--runs", str(tmp_path / "gone")]) == 0  # a fresh clone: the kept copies are read
+    md = (res / "mind2web_learning.md").read_text()
+    assert "| test_task | evolving-seed0 | 0.400 | 0.500 | 0.200 | 0.000 |" in md
+    assert "| test_task | random (untrained run) | 0.100 |" in md
+    assert "| grpo-seed0 | success | 2 | 15 | 0.50 | - | None | - |" in md and "2 skills (0 accepted)" in md
+    assert (res / "mind2web_learning" / "evolving-seed0" / "metrics.jsonl").exists()

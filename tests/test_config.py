@@ -42,6 +42,9 @@ def test_out_of_range_and_literal(tmp_path):
         load_config(write(tmp_path, {"learner": {"zero_stage": 5}}))
     with pytest.raises(ConfigError, match=r"trainer\.mode: expected one of"):
         load_config(write(tmp_path, {"trainer": {"mode": "ppo"}}))
+    with pytest.raises(ConfigError, match=r"env\.reward: 'progress' is for Mind2Web only"):
+        load_config(None, ["env.reward=progress"])  # the default env is ALFWorld
+    assert load_config("configs/quickstart_mind2web.yaml", ["env.reward=progress"]).env.reward == "progress"
 
 
 def test_overrides_apply_and_validate():

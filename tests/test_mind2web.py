@@ -335,6 +335,32 @@ def test_env_scoring_both_modes(small_dir, tmp_path):
     assert [s.success for s in r.info["episode_score"].steps] == [False, False, True]
 
 
+def test_progress_reward_pays_each_right_step(small_dir, tmp_path):
+    """env.reward=progress: 1/n per right step, so a return is the fraction of the task done right."""
+    task = next(
+        t for t in list_tasks(small_dir, "test_task", tmp_path / "c") if t.text.startswith("Search bikeshop")
+    )
+    env = Mind2WebEnv(mode="paper", seed=3, reward="progress")
+    env.reset(task)
+    n = len(env.store.get(task.ref).actions)
+    pos, _ = _refs(env)
+    r = env.step(f"TYPE [{pos}] gravel bike")
+    assert r.info["step_success"] and r.reward == pytest.approx(1 / n) and not r.won
+    pos, _ = _refs(env)
+    r = env.step(f"SELECT [{pos}] Small")  # wrong option: no reward, and paper mode ends the episode
+    assert r.done and not r.won and r.reward == 0.0
+    env.reset(task)
+    total = 0.0
+    while True:
+        r = env.step(env.gold_action())
+        total += r.reward
+        if r.done:
+            break
+    assert r.won and total == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="reward"):
+        Mind2WebEnv(reward="steps")
+
+
 def test_env_max_steps_truncates(small_dir, tmp_path):
     task = list_tasks(small_dir, "test_task", tmp_path / "c")[0]
     env = Mind2WebEnv(max_steps=2, mode="teacher_forced")

@@ -10,8 +10,10 @@ MindAct's rule). Modes:
     paper           the episode ends at the first wrong step (Evolving-RL's replay); won = all right
     teacher_forced  every step is scored and the gold action is applied (Mind2Web's evaluation)
 Either way the next page is the recorded one and the history shows the gold action_reprs (in paper
-mode they equal the agent's own actions, which were right). Reward: 1.0 on the last step of a won
-episode, else 0.0; per-step correctness is in `info`.
+mode they equal the agent's own actions, which were right). Reward ("success", the paper's): 1.0 on
+the last step of a won episode, else 0.0; ("progress"): 1/n for every right step of an n-step task,
+so an episode's return is the fraction of steps right (in paper mode: before the first mistake), a
+signal for a model too weak to finish a task. Per-step correctness is in `info` either way.
 
 Admissible actions (for constrained decoding): `CLICK [i]` for every element, `SELECT [i] <option>`
 for every option of a <select>, and `TYPE [i] <phrase>` for every typable element and every phrase
@@ -34,6 +36,8 @@ from envs.mind2web.snapshot import Snapshot, build_snapshot, value_phrases
 
 Mode = Literal["paper", "teacher_forced"]
 MODES: tuple[str, ...] = ("paper", "teacher_forced")
+Reward = Literal["success", "progress"]
+REWARDS: tuple[str, ...] = ("success", "progress")
 _ACTION = re.compile(r"^(CLICK|TYPE|SELECT)\s*(?:\[\s*(\d+)\s*\]|(\d+))(?:\s+(.*))?$", re.IGNORECASE)
 
 
@@ -70,9 +74,13 @@ class Mind2WebEnv:
         seed: int = 0,
         previous_k: int = 5,
         store: TaskStore | None = None,
+        reward: Reward = "success",
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"Mind2WebEnv mode {mode!r}: expected one of {MODES}")
+        if reward not in REWARDS:
+            raise ValueError(f"Mind2WebEnv reward {reward!r}: expected one of {REWARDS}")
+        self.reward = reward
         if max_steps < 1 or max_candidates < 1:
             raise ValueError("Mind2WebEnv: max_steps and max_candidates must be >= 1")
         self.max_steps, self.mode, self.max_candidates = max_steps, mode, max_candidates
@@ -137,7 +145,8 @@ class Mind2WebEnv:
         else:
             self._snapshot = self._make_snapshot()
             obs = self._observation()
-        return StepResult(obs, 1.0 if won else 0.0, self._done, won, invalid_action=el is None, info=info)
+        reward = (1.0 if won else 0.0) if self.reward == "success" else (1.0 / n if score.success else 0.0)
+        return StepResult(obs, reward, self._done, won, invalid_action=el is None, info=info)
 
     def close(self) -> None:
         self._record = self._snapshot = self._score = None

@@ -111,6 +111,29 @@ def plot_bars(rows: list[tuple[str, dict[str, tuple[int, int]]]], path: Path) ->
     plt.close(fig)
 
 
+def run_stats(run: Path) -> dict:
+    """Per-iteration figures of one run folder (summary.json + metrics.jsonl), as the reports show them."""
+    summary = json.loads((run / "summary.json").read_text())
+    metrics = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    iters = [m for m in metrics if "iteration_s" in m]
+    times = {
+        k: statistics.mean(m[k] for m in iters if k in m)
+        for k in sorted({k for m in iters for k in m if k.startswith("time/")})
+    }
+    return {
+        "iterations": len(iters),
+        "wall_s": sum(m["iteration_s"] for m in iters),
+        "mean_iteration_s": statistics.mean(m["iteration_s"] for m in iters) if iters else 0.0,
+        "mean_stage_s": times,
+        "train_source_success": [m.get("source/success") for m in iters],
+        "trained_turns": [m.get("turns") for m in iters],
+        "downstream_success": [m.get("downstream/success") for m in iters],  # evolving: with a skill
+        "baseline_success": [m.get("baseline/success") for m in iters],  # same tasks, no skill
+        "library": summary.get("library"),
+        "policy_version": summary.get("policy_version"),
+    }  # fmt: skip
+
+
 def pooled(
     rows: list[tuple[str, dict[str, tuple[int, int]]]],
 ) -> list[tuple[str, dict[str, tuple[int, int]]]]:
@@ -162,23 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     for d in sorted(x for x in res.iterdir() if x.is_dir() and (x / "summary.json").exists()):
         summary = json.loads((d / "summary.json").read_text())
         rows.append((f"after {d.name}", counts(summary["final_eval"], split, per_type, trained)))
-        metrics = [json.loads(ln) for ln in (d / "metrics.jsonl").read_text().splitlines() if ln.strip()]
-        iters = [m for m in metrics if "iteration_s" in m]
-        times = {
-            k: statistics.mean(m[k] for m in iters if k in m)
-            for k in sorted({k for m in iters for k in m if k.startswith("time/")})
-        }
-        runs[d.name] = {
-            "iterations": len(iters),
-            "wall_s": sum(m["iteration_s"] for m in iters),
-            "mean_iteration_s": statistics.mean(m["iteration_s"] for m in iters) if iters else 0.0,
-            "mean_stage_s": times,
-            "train_source_success": [m.get("source/success") for m in iters],
-            "trained_turns": [m.get("turns") for m in iters],
-            "downstream_success": [m.get("downstream/success") for m in iters],  # evolving: with a skill
-            "baseline_success": [m.get("baseline/success") for m in iters],  # same tasks, no skill
-            "library": summary.get("library"),
-        }  # fmt: skip
+        runs[d.name] = run_stats(d)
     rows += pooled(rows)
 
     types = sorted(per_type, key=lambda t: (t not in trained, t))

@@ -18,33 +18,18 @@ RES = ROOT / "benchmarks" / "results"
 METRICS = ("element_acc", "op_f1", "step_sr", "task_sr")
 
 
-def run_stats(run: Path) -> dict:
-    """Iterations, wall time, per-iteration source success and the library of one training run."""
-    summary = json.loads((run / "summary.json").read_text())
-    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines() if ln.strip()]
-    iters = [m for m in rows if "iteration_s" in m]
-    return {
-        "iterations": len(iters),
-        "wall_s": round(sum(m["iteration_s"] for m in iters), 1),
-        "source_success": [m.get("source/success") for m in iters],
-        "trained_turns": [m.get("turns") for m in iters],
-        "downstream_success": [m.get("downstream/success") for m in iters],
-        "baseline_success": [m.get("baseline/success") for m in iters],
-        "library": summary.get("library"),
-        "policy_version": summary.get("policy_version"),
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runs", default=str(ROOT / "runs" / "bench" / "mind2web"))
     args = p.parse_args(argv)
 
+    from learning_report import run_stats  # benchmarks/: the same per-run figures as the ALFWorld report
+
     from cluster.storage import atomic_write_bytes, write_json_plain
 
     models = {"untrained": json.loads((RES / "mind2web_model.json").read_text())}
     runs = {}
-    labels = sorted(f.stem.removeprefix("mind2web_model_") for f in RES.glob("mind2web_model_*.json"))
+    labels = (f.stem.removeprefix("mind2web_model_") for f in RES.glob("mind2web_model_*.json"))
     for label in sorted(labels, key=lambda x: ("-progress-" in x, x)):  # paper's reward first
         models[label] = json.loads((RES / f"mind2web_model_{label}.json").read_text())
         run, keep = Path(args.runs) / label, RES / "mind2web_learning" / label
@@ -86,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for label, r in runs.items():
-        src = ", ".join(f"{x:.2f}" for x in r["source_success"] if x is not None) or "-"
+        src = ", ".join(f"{x:.2f}" for x in r["train_source_success"] if x is not None) or "-"
         lib = r["library"] or {}
         lib_s = (
             f"{lib.get('skills', 0)} skills ({lib.get('accepted', 0)} accepted)" if lib.get("skills") else "-"

@@ -124,10 +124,10 @@ def assign_evolving(
     stats = AdvantageStats()
     ok_down = [d for d in downstream if not d.failed]
     stats.skipped_failed += len(downstream) - len(ok_down)
-    wins: dict[str, list[float]] = defaultdict(list)
+    returns: dict[str, list[float]] = defaultdict(list)
     for d in ok_down:
         if d.skill_id:
-            wins[d.skill_id].append(float(d.reward))
+            returns[d.skill_id].append(float(d.reward))
 
     ext = [e for e in extractions if not e.failed]
     stats.skipped_failed += len(extractions) - len(ext)
@@ -136,14 +136,14 @@ def assign_evolving(
         if not e.skill_id:
             stats.unparsed_extractions += 1
             ext_rewards.append(0.0)
-        elif not wins.get(e.skill_id):
+        elif not returns.get(e.skill_id):
             stats.extractions_without_downstream += 1
             log.warning(
                 "extraction %s: skill %s has no downstream episodes; reward 0", e.episode_id, e.skill_id
             )
             ext_rewards.append(0.0)
         else:
-            ext_rewards.append(float(np.mean(wins[e.skill_id])))
+            ext_rewards.append(float(np.mean(returns[e.skill_id])))
     ext_groups = [extractor_group(e) for e in ext]
     ext_adv = group_normalise(ext_rewards, ext_groups)
     _count_groups(ext_groups, ext_adv, ext_rewards, stats)

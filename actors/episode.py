@@ -1,8 +1,9 @@
 """Many multi-turn episodes at once, one batched engine call per turn (AReaL-lite style).
 
 Each turn every live episode renders its prompt (actors.prompts), all prompts go to the engine in
-one `generate` call, and each response becomes a Turn record carrying the exact prompt tokens,
-generated tokens and their behaviour logprobs. An env that raises ends only its own episode
+one `generate` call, and each response is appended to the episode's trace: in the sequence context
+one growing conversation (one trace per episode, observations mask 0), in the window context one
+fresh prompt per turn (one trace per turn). An env that raises ends only its own episode
 (failed=True, error kept); the step cap and the context budget end episodes with a counted
 truncation (EpisodeResult.truncated, info["truncation"]).
 """
@@ -14,17 +15,27 @@ import zlib
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from actors.engine import Engine, GenParams
-from actors.prompts import SolverView, encode_messages, solver_messages
-from cluster.records import EpisodeResult, Role, TaskSpec, Turn
-from envs.alfworld.actions import parse_action
+from actors.actions import choose_action
+from actors.prompts import (
+    ChatFormat,
+    Conversation,
+    PromptStyle,
+    SolverView,
+    first_user,
+    next_user,
+    system_prompt,
+    window_messages,
+)
+from cluster.core.generation import GenParams
+from cluster.core.records import EpisodeJob, EpisodeResult, Trace
+from cluster.core.text import encode_messages
 from envs.base import Observation, TextEnv
 
 log = logging.getLogger(__name__)
 
 
 # The readable transcript of a solver episode (EpisodeResult.text, what the extractor reads). The SFT
-# warm start (learner/sft.py) renders planner demonstrations with the same three lines.
+# warm start (cluster/sft.py) renders planner demonstrations with the same three lines.
 def transcript_task(task_text: str) -> str:
     return f"Task: {task_text}"
 
@@ -37,14 +48,34 @@ def transcript_step(action: str, observation: str) -> str:
     return f"> {action}\n{observation}"
 
 
+@dataclass(frozen=True)
+class EpisodeSettings:
+    """What the episode loop needs from the config (env section, model context, prompt style)."""
+
+    style: PromptStyle
+    context: str = "sequence"
+    history_window: int = 4
+    max_steps: int = 50
+    max_model_len: int = 2048
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> EpisodeSettings:
+        e = cfg.env
+        return cls(
+            PromptStyle.from_config(cfg), e.context, e.history_window, e.max_steps, cfg.model.max_model_len
+        )
+
+
 @dataclass
 class _Live:
     """Mutable state of one running episode."""
 
     result: EpisodeResult
     env: TextEnv
-    skill: str | None
+    job: EpisodeJob
     obs: Observation | None = None
+    conv: Conversation | None = None  # sequence context
+    logprobs: list[float] = field(default_factory=list)
     history: list[tuple[str, str]] = field(default_factory=list)
     transcript: list[str] = field(default_factory=list)
     done: bool = False
@@ -57,125 +88,155 @@ def episode_seed(base: int | None, episode_id: str, turn: int) -> int | None:
     return zlib.crc32(f"{base}/{episode_id}/{turn}".encode()) & 0x7FFFFFFF
 
 
-def _finish(ep: _Live, *, truncation: str = "", error: str = "") -> None:
-    ep.done = True
-    r = ep.result
-    if truncation:
-        r.truncated = True
-        r.info["truncation"] = truncation
-        for t in r.turns:
-            t.truncated = True
-    if error:
-        r.failed, r.error = True, error
-    outcome = (
-        "FAILED: " + error
-        if error
-        else ("WON" if r.won else "lost") + (f" ({truncation})" if truncation else "")
-    )
-    ep.transcript.append(f"Outcome: {outcome} after {r.steps} steps")
-    r.text = "\n".join(ep.transcript)  # envs stay open: they are the caller's reusable slots
+def turn_params(
+    gen: GenParams, admissible: list[str], constrained: bool, seed: int | None = None
+) -> GenParams:
+    """One solver turn's request: decoding constrained to the admissible actions when configured."""
+    choices = list(admissible) if constrained and admissible else None
+    return replace(gen, n=1, seed=seed, choices=choices, json_schema=None)
 
 
-def _prompt(engine: Engine, ep: _Live, env_cfg: Any, max_tokens: int, max_model_len: int) -> list[int] | None:
-    """Token ids of this turn's prompt, dropping old history to fit the context; None when nothing fits."""
-    assert ep.obs is not None
-    if len(ep.obs.text) > env_cfg.max_observation_chars:  # capped in the prompt; counted here
-        ep.result.info["observation_capped"] = ep.result.info.get("observation_capped", 0) + 1
-    window = ep.history[-env_cfg.history_window :] if env_cfg.history_window else []
-    constrained = env_cfg.constrained_actions and bool(ep.obs.admissible_actions)
-    while True:
-        view = SolverView(ep.obs.task_text, ep.obs.text, ep.obs.admissible_actions, window, ep.skill)
-        msgs = solver_messages(
-            view, env_cfg.name, constrained, env_cfg.max_observation_chars, engine.tokenizer
+class EpisodeRunner:
+    """Plays batches of episodes with one engine; `settings` fixed per run."""
+
+    def __init__(self, engine: Any, settings: EpisodeSettings) -> None:
+        self.engine, self.s = engine, settings
+        self._fmt = ChatFormat(engine.tokenizer) if settings.context == "sequence" else None
+
+    # ---- per-episode state ------------------------------------------------------------------
+    def _finish(self, ep: _Live, *, truncation: str = "", error: str = "") -> None:
+        ep.done = True
+        r = ep.result
+        if truncation:
+            r.truncated = True
+            r.info["truncation"] = truncation
+        if error:
+            r.failed, r.error = True, error
+        if ep.conv is not None and ep.conv.spans:
+            end = ep.conv.spans[-1][1]  # the last observation is not needed: no token after it is trained
+            r.traces.append(self._trace(r, ep.conv.ids[:end], list(ep.conv.spans), 0, ep.logprobs))
+        for t in r.traces:
+            t.truncated, t.won = r.truncated, r.won
+        outcome = (
+            "FAILED: " + error
+            if error
+            else ("WON" if r.won else "lost") + (f" ({truncation})" if truncation else "")
         )
-        ids = encode_messages(engine.tokenizer, msgs)
-        if len(ids) + max_tokens <= max_model_len:
-            return ids
-        if not window:
-            return None
-        window = window[1:]
-        ep.result.info["history_trimmed"] = ep.result.info.get("history_trimmed", 0) + 1
+        ep.transcript.append(f"Outcome: {outcome} after {r.steps} steps")
+        r.text = "\n".join(ep.transcript)  # envs stay open: they are the caller's reusable slots
 
+    def _trace(self, r: EpisodeResult, ids: list[int], spans, first_turn: int, lps: list[float]) -> Trace:
+        return Trace(r.episode_id, first_turn, r.task.task_id, r.task.task_type, "solver", list(ids), spans,
+                     list(lps), r.policy_version, skill_id=r.skill_id)  # fmt: skip
 
-def run_episodes(
-    engine: Engine,
-    envs: list[TextEnv],
-    tasks: list[TaskSpec],
-    skills: list[str | None],
-    gen: GenParams,
-    env_cfg: Any,
-    policy_version: int,
-    role: Role = "solver",
-    max_model_len: int = 2048,
-    episode_ids: list[str] | None = None,
-    skill_ids: list[str] | None = None,
-) -> list[EpisodeResult]:
-    """Play tasks[i] in envs[i] with skills[i] in the prompt; returns one EpisodeResult per task, in order."""
-    n = len(tasks)
-    if not len(envs) == len(skills) == n:
-        raise ValueError(f"run_episodes: {len(envs)} envs, {n} tasks, {len(skills)} skills")
-    episode_ids = episode_ids or [f"{t.task_id}#{i}" for i, t in enumerate(tasks)]
-    skill_ids = skill_ids or [""] * n
-    eps = []
-    for env, task, skill, eid, sid in zip(envs, tasks, skills, episode_ids, skill_ids):
-        res = EpisodeResult(eid, task, role, False, 0.0, 0, skill_id=sid or "", policy_version=policy_version)
-        ep = _Live(res, env, skill, transcript=[transcript_task(task.text)])
-        try:
-            ep.obs = env.reset(task)
-            ep.transcript.append(transcript_observation(ep.obs.text))
-        except Exception as e:
-            _finish(ep, error=f"reset({task.ref}): {type(e).__name__}: {e}")
-        eps.append(ep)
+    def _prompt(self, ep: _Live, max_tokens: int) -> list[int] | None:
+        """This turn's prompt ids; None when nothing fits the context."""
+        assert ep.obs is not None
+        s = self.s
+        if len(ep.obs.text) > s.style.max_observation_chars:  # capped in the prompt; counted here
+            ep.result.info["observation_capped"] = ep.result.info.get("observation_capped", 0) + 1
+        skill = ep.job.skill.text if ep.job.skill else None
+        tok = self.engine.tokenizer
+        if ep.conv is not None:
+            return list(ep.conv.ids) if len(ep.conv.ids) + max_tokens <= s.max_model_len else None
+        window = ep.history[-s.history_window :] if s.history_window else []
+        while True:
+            view = SolverView(ep.obs.task_text, ep.obs.text, ep.obs.admissible_actions, window, skill)
+            ids = encode_messages(tok, window_messages(s.style, view, tok))
+            if len(ids) + max_tokens <= s.max_model_len:
+                return ids
+            if not window:
+                return None
+            window = window[1:]
+            ep.result.info["history_trimmed"] = ep.result.info.get("history_trimmed", 0) + 1
 
-    while live := [ep for ep in eps if not ep.done]:
+    def _start(self, ep: _Live) -> None:
+        ep.obs = ep.env.reset(ep.job.task)
+        ep.transcript.append(transcript_observation(ep.obs.text))
+        if self._fmt is not None:
+            skill = ep.job.skill.text if ep.job.skill else None
+            tok, st = self.engine.tokenizer, self.s.style
+            constrained = st.constrained and bool(ep.obs.admissible_actions)
+            ep.conv = Conversation.start(
+                tok,
+                system_prompt(st, skill, constrained, tok),
+                first_user(st, ep.obs.task_text, ep.obs.text, ep.obs.admissible_actions, skill, tok),
+            )
+
+    # ---- the loop ---------------------------------------------------------------------------
+    def run(
+        self, envs: list[TextEnv], jobs: list[EpisodeJob], gen: GenParams, episode_ids: list[str]
+    ) -> list[EpisodeResult]:
+        """Play jobs[i] in envs[i]; one EpisodeResult per job, in order."""
+        if not len(envs) == len(jobs) == len(episode_ids):
+            raise ValueError(f"run_episodes: {len(envs)} envs, {len(jobs)} jobs, {len(episode_ids)} ids")
+        version = self.engine.version
+        eps = []
+        for env, job, eid in zip(envs, jobs, episode_ids):
+            sid = job.skill.skill_id if job.skill else ""
+            res = EpisodeResult(eid, job.task, False, 0.0, 0, skill_id=sid, policy_version=version)
+            ep = _Live(res, env, job, transcript=[transcript_task(job.task.text)])
+            try:
+                self._start(ep)
+            except Exception as e:
+                self._finish(ep, error=f"reset({job.task.ref}): {type(e).__name__}: {e}")
+            eps.append(ep)
+        while live := [ep for ep in eps if not ep.done]:
+            self._turn(live, gen)
+        return [ep.result for ep in eps]
+
+    def _turn(self, live: list[_Live], gen: GenParams) -> None:
         prompts, params, batch = [], [], []
         for ep in live:
-            if ep.result.steps >= env_cfg.max_steps:
-                _finish(ep, truncation="max_steps")
+            if ep.result.steps >= self.s.max_steps:
+                self._finish(ep, truncation="max_steps")
                 continue
-            ids = _prompt(engine, ep, env_cfg, gen.max_tokens, max_model_len)
+            ids = self._prompt(ep, gen.max_tokens)
             if ids is None:
-                _finish(ep, truncation="context")
+                self._finish(ep, truncation="context")
                 continue
-            admissible = ep.obs.admissible_actions
-            choices = list(admissible) if env_cfg.constrained_actions and admissible else None
             seed = episode_seed(gen.seed, ep.result.episode_id, ep.result.steps)
             prompts.append(ids)
-            params.append(replace(gen, n=1, seed=seed, choices=choices, json_schema=None))
+            params.append(turn_params(gen, ep.obs.admissible_actions, self.s.style.constrained, seed))
             batch.append(ep)
         if not batch:
-            break
-        outs = engine.generate(prompts, params)
+            return
+        outs = self.engine.generate(prompts, params)
         for ep, ids, p, (g, *_) in zip(batch, prompts, params, outs):
-            r = ep.result
-            r.turns.append(
-                Turn(r.episode_id, len(r.turns), r.task.task_id, r.task.task_type, role, ids,
-                     g.token_ids, g.logprobs, policy_version, skill_id=r.skill_id)
-            )  # fmt: skip
-            if p.choices is not None:
-                action = g.text.strip()
-            else:
-                parsed = parse_action(g.text, ep.obs.admissible_actions)
-                action = parsed.action
-                if action is None:
-                    r.unparsable_actions += 1
-                    r.info.setdefault("unparsable", []).append(parsed.reason)
-                    action = " ".join(g.text.split())[:200]  # still a step: the env judges it invalid
-            try:
-                step = ep.env.step(action)
-            except Exception as e:
-                _finish(ep, error=f"step({action!r}) on {r.task.ref}: {type(e).__name__}: {e}")
-                continue
-            r.steps += 1
-            r.invalid_actions += int(step.invalid_action)
-            r.reward += step.reward
-            ep.history.append((action, step.observation.text))
-            ep.transcript.append(transcript_step(action, step.observation.text))
-            ep.obs = step.observation
-            if step.done:
-                r.won = step.won
-                _finish(ep, truncation="" if step.won or r.steps < env_cfg.max_steps else "max_steps")
-    for ep in eps:
-        for t in ep.result.turns:
-            t.won = ep.result.won
-    return [ep.result for ep in eps]
+            self._advance(ep, ids, p, g)
+
+    def _advance(self, ep: _Live, ids: list[int], p: GenParams, g: Any) -> None:
+        r = ep.result
+        if not g.token_ids:
+            self._finish(ep, error="the engine returned an empty generation")
+            return
+        if ep.conv is not None:
+            ep.conv.add_response(g.token_ids)
+            ep.logprobs += g.logprobs
+        else:
+            r.traces.append(self._trace(r, ids + list(g.token_ids), [(len(ids), len(ids) + len(g.token_ids))],
+                                        r.steps, g.logprobs))  # fmt: skip
+        parsed = choose_action(g.text, p.choices, ep.obs.admissible_actions)
+        action = parsed.action
+        if action is None:
+            r.unparsable_actions += 1
+            r.info.setdefault("unparsable", []).append(parsed.reason)
+            action = " ".join(g.text.split())[:200]  # still a step: the env judges it invalid
+        try:
+            step = ep.env.step(action)
+        except Exception as e:
+            self._finish(ep, error=f"step({action!r}) on {r.task.ref}: {type(e).__name__}: {e}")
+            return
+        r.steps += 1
+        r.invalid_actions += int(step.invalid_action)
+        r.reward += step.reward
+        r.step_rewards.append(float(step.reward))
+        ep.history.append((action, step.observation.text))
+        ep.transcript.append(transcript_step(action, step.observation.text))
+        ep.obs = step.observation
+        if step.done:
+            r.won = step.won
+            self._finish(ep, truncation="" if step.won or r.steps < self.s.max_steps else "max_steps")
+        elif ep.conv is not None:
+            tok = self.engine.tokenizer
+            ep.conv.add_user(self._fmt, next_user(self.s.style, ep.obs.text, ep.obs.admissible_actions, tok))

@@ -1,10 +1,11 @@
 """RolloutPool: N RolloutWorker actors, load-balanced episode jobs, replacement of dead workers.
 
-Jobs are cut into chunks (at most env.envs_per_actor episodes) and handed to whichever worker is
-free. A chunk whose worker dies or exceeds rollout.call_timeout_s is resubmitted to a fresh worker
+Jobs are cut into chunks (at most rollout.envs_per_worker episodes) and handed to whichever worker
+is free. A chunk whose worker dies or exceeds rollout.call_timeout_s is resubmitted to a fresh worker
 under the same actor name, so no episode is lost; `play` and `generate` share that dispatch. Restarts
 are counted (`restarts`, logged by the trainer as <prefix>/restarts) and capped (rollout.max_restarts
-per pool call); `broadcast` and `versions` replace a worker that died between calls. Any other
+per pool call); `load_weights` and `versions` replace a worker that died between calls. A replacement
+loads the last pushed weights before it is given any work. Any other
 error is raised as RolloutError naming the actor, the stage and the task.
 """
 
@@ -16,12 +17,10 @@ import os
 import time
 from dataclasses import dataclass
 
-import numpy as np
-
-from actors.engine import Generation, GenParams, on_gpu
 from actors.rollout_worker import EnvFactory, RolloutWorker
-from cluster.config import Config
-from cluster.records import EpisodeResult, Role, TaskSpec
+from cluster.core.config import Config
+from cluster.core.generation import Generation, GenParams
+from cluster.core.records import EpisodeJob, EpisodeResult
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +55,7 @@ class RolloutPool:
         self.restarts = 0
         self.version = 0
         self._episodes = 0
-        self._weights_ref = None  # the last broadcast, so a replacement worker starts current
+        self._weights_ref = None  # [ObjectRef] of the last push, so a replacement worker starts current
         self._remote = ray.remote(RolloutWorker)
         self.workers = [self._spawn(i) for i in range(self.num_workers)]
         for i, w in enumerate(self.workers):
@@ -70,10 +69,8 @@ class RolloutPool:
 
     def _spawn(self, i: int):
         r = self.cfg.rollout
-        env_vars = {} if on_gpu() else {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": "1"}
-        for key in ("ALFWORLD_DATA", "EVORL_CACHE", "EVORL_MODEL_DIR", "HF_HUB_OFFLINE"):
-            if key in os.environ:
-                env_vars[key] = os.environ[key]
+        env_vars = {k: os.environ[k] for k in ("ALFWORLD_DATA", "EVORL_CACHE", "EVORL_MODEL_DIR", "HF_HUB_OFFLINE")
+                    if k in os.environ}  # fmt: skip
         actor = self._remote.options(
             name=self._name(i),
             num_cpus=r.num_cpus_per_worker,
@@ -81,8 +78,6 @@ class RolloutPool:
             max_restarts=0,
             runtime_env={"env_vars": env_vars},
         ).remote(self.cfg, self._name(i), self.cfg.trainer.seed + i, self.env_factory)
-        if self._weights_ref is not None:
-            actor.update_weights.remote(self._weights_ref, self.version)  # queued before any play
         return actor
 
     def _replace(self, i: int, why: str) -> None:
@@ -101,29 +96,25 @@ class RolloutPool:
                 raise RolloutError(self._name(i), "replace", "-", "old actor name not released in 30 s")
             time.sleep(0.2)
         self.workers[i] = self._spawn(i)
+        if self._weights_ref is not None:  # current weights before any work (a failure raises here)
+            got = ray.get(self.workers[i].update_weights.remote(self._weights_ref, self.version),
+                          timeout=self.cfg.rollout.call_timeout_s)  # fmt: skip
+            if got != self.version:
+                raise RolloutError(
+                    self._name(i), "replace", "-", f"loaded version {got}, expected {self.version}"
+                )
 
-    def play(
-        self,
-        tasks: list[TaskSpec],
-        skills: list[str | None] | None,
-        gen: GenParams,
-        skill_ids: list[str] | None = None,
-        role: Role = "solver",
-    ) -> list[EpisodeResult]:
-        """Play every task (skills[i] injected into task i's prompt); one result per task, in order."""
-        n = len(tasks)
-        skills = skills if skills is not None else [None] * n
-        skill_ids = skill_ids or [""] * n
-        if len(skills) != n or len(skill_ids) != n:
-            raise ValueError(f"pool.play: {n} tasks, {len(skills)} skills, {len(skill_ids)} skill ids")
+    def play(self, jobs: list[EpisodeJob], gen: GenParams) -> list[EpisodeResult]:
+        """Play every job (its skill, if any, in the solver prompt); one result per job, in order."""
+        n = len(jobs)
         ids = [f"{self.prefix}-v{self.version}-e{self._episodes + k}" for k in range(n)]
         self._episodes += n
-        width = max(1, min(self.cfg.env.envs_per_actor, math.ceil(n / self.num_workers)))
+        width = max(1, min(self.cfg.rollout.envs_per_worker, math.ceil(n / self.num_workers)))
 
         def submit(worker, sl: slice):
-            return worker.play.remote(tasks[sl], skills[sl], gen, ids[sl], skill_ids[sl], role)
+            return worker.play.remote(jobs[sl], gen, ids[sl])
 
-        return self._dispatch(n, width, submit, "play", lambda k: tasks[k].task_id)
+        return self._dispatch(n, width, submit, "play", lambda k: jobs[k].task.task_id)
 
     def generate(self, prompts: list[list[int]], gen: GenParams | list[GenParams]) -> list[list[Generation]]:
         """Extractor generations, split evenly across workers; a dead or stuck worker is replaced and
@@ -192,45 +183,43 @@ class RolloutPool:
                     retry(i, c, f"timeout after {timeout:.0f} s")
         return results
 
-    def broadcast(self, weights: dict[str, np.ndarray], version: int) -> float:
-        """Put the weights in the object store once and load them into every worker; returns seconds."""
-        import ray
-
-        t0 = time.perf_counter()
-        self._weights_ref = ray.put(weights)
-        self.version = int(version)
-        got = self._each(lambda w: w.update_weights.remote(self._weights_ref, self.version), "update_weights")
+    def load_weights(self, weights_ref: list, version: int) -> list[int]:
+        """Every worker loads the weights of `weights_ref` ([ObjectRef], put by the learner) in
+        parallel; returns the versions they report (all `version`, or RolloutError)."""
+        self._weights_ref, self.version = weights_ref, int(version)
+        got = self._each(lambda w: w.update_weights.remote(weights_ref, self.version), "update_weights")
         if any(v != self.version for v in got):
             raise RolloutError(self.prefix, "update_weights", "-", f"versions after push: {got}")
-        return time.perf_counter() - t0
+        return got
 
     def versions(self) -> list[int]:
         return self._each(lambda w: w.version.remote(), "version")
 
     def _each(self, call, stage: str) -> list:
-        """`call(worker)` on every worker; a worker that died (or whose replacement died) is replaced
-        and asked again, at most rollout.max_restarts times per call, like `_dispatch` (a replacement
-        starts from the last broadcast). Bounded by rollout.call_timeout_s."""
+        """`call(worker)` on every worker at once; a worker that died (or whose replacement died) is
+        replaced and asked again, at most rollout.max_restarts times per call, like `_dispatch` (a
+        replacement starts from the last pushed weights). Bounded by rollout.call_timeout_s."""
         import ray
         from ray.exceptions import GetTimeoutError, OutOfMemoryError, RayActorError
 
-        out = []
+        timeout = self.cfg.rollout.call_timeout_s
+        refs = {i: call(w) for i, w in enumerate(self.workers)}
+        out: dict[int, object] = {}
         budget = self.cfg.rollout.max_restarts
-        for i in range(len(self.workers)):
-            while True:
-                try:
-                    out.append(ray.get(call(self.workers[i]), timeout=self.cfg.rollout.call_timeout_s))
-                    break
-                except (RayActorError, OutOfMemoryError) as e:  # OOM: killed by Ray's memory monitor
-                    if budget <= 0:
-                        raise RolloutError(self._name(i), stage, "-", f"{e!r}; restart budget spent") from e
-                    budget -= 1
-                    self._replace(i, f"{stage}: died: {type(e).__name__}")
-                except GetTimeoutError as e:
-                    raise RolloutError(
-                        self._name(i), stage, "-", f"no answer in {self.cfg.rollout.call_timeout_s:.0f} s"
-                    ) from e
-        return out
+        while refs:
+            i, ref = next(iter(refs.items()))
+            try:
+                out[i] = ray.get(ref, timeout=timeout)
+                del refs[i]
+            except (RayActorError, OutOfMemoryError) as e:  # OOM: killed by Ray's memory monitor
+                if budget <= 0:
+                    raise RolloutError(self._name(i), stage, "-", f"{e!r}; restart budget spent") from e
+                budget -= 1
+                self._replace(i, f"{stage}: died: {type(e).__name__}")
+                refs[i] = call(self.workers[i])
+            except GetTimeoutError as e:
+                raise RolloutError(self._name(i), stage, "-", f"no answer in {timeout:.0f} s") from e
+        return [out[i] for i in range(len(self.workers))]
 
     def shutdown(self) -> None:
         import ray

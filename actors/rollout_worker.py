@@ -1,8 +1,10 @@
 """RolloutWorker: a Ray actor owning one engine and a set of in-process env slots.
 
 The actor runs one call at a time (Ray's default max_concurrency=1), so a weight update queued
-behind `play` lands between batches: no episode ever mixes two policy versions. The same class
-serves as the skill-evaluation worker (actor name skill-eval-<i>).
+behind `play` lands between batches: no episode ever mixes two policy versions, and every episode
+and generation carries the version of the engine that produced it. The same class serves as the
+skill-evaluation worker (actor name skill-eval-<i>). Whether it runs on a GPU is decided here, in
+the actor, from what the actor sees (never by the driver, which may sit on a CPU-only head node).
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from actors.engine import Engine, Generation, GenParams, make_engine
-from actors.episode import run_episodes
-from cluster.config import Config, EnvConfig
-from cluster.records import EpisodeResult, Role, TaskSpec
+from actors.engine import Engine, make_engine
+from actors.episode import EpisodeRunner, EpisodeSettings
+from cluster.core.config import Config, EnvConfig
+from cluster.core.generation import Generation, GenParams
+from cluster.core.records import EpisodeJob, EpisodeResult
 from envs.base import TextEnv
 
 log = logging.getLogger(__name__)
@@ -25,22 +28,25 @@ EnvFactory = Callable[[EnvConfig], TextEnv]
 
 
 def default_env_factory(env_cfg: EnvConfig) -> TextEnv:
-    """envs.make_env when the envs package provides it; else ALFWorld directly."""
-    try:
-        from envs import make_env  # type: ignore[attr-defined]
-    except ImportError:
-        make_env = None
-    if make_env is not None:
-        return make_env(env_cfg)
-    if env_cfg.name != "alfworld":
-        raise NotImplementedError(f"env {env_cfg.name!r}: envs.make_env is not available yet")
-    from envs.alfworld import AlfWorldEnv  # type: ignore[attr-defined]
+    from envs import make_env
 
-    return AlfWorldEnv(max_steps=env_cfg.max_steps)
+    return make_env(env_cfg)
+
+
+def _cpu_process_settings() -> None:
+    """In-process vLLM with one OpenMP thread per engine (the CPU settings that work, see
+    PLATFORM_NOTES): set before torch or vLLM start their thread pools in this process."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 class RolloutWorker:
-    """Ray actor (wrap with ray.remote): play(tasks) -> EpisodeResults, generate, update_weights."""
+    """Ray actor (wrap with ray.remote): play(jobs) -> EpisodeResults, generate, update_weights."""
 
     def __init__(
         self,
@@ -50,15 +56,17 @@ class RolloutWorker:
         env_factory: EnvFactory | None = None,
         engine: Engine | None = None,
     ) -> None:
-        from cluster.model_store import resolve_model
+        from cluster.core.model_store import resolve_model
 
         logging.basicConfig(level=logging.INFO)
+        _cpu_process_settings()
         self.cfg = cfg
         self.name = name
         self.env_factory = env_factory or default_env_factory
         self.engine = engine or make_engine(
             resolve_model(cfg.model.path), cfg.engine, seed, cfg.model.max_model_len
         )
+        self.runner = EpisodeRunner(self.engine, EpisodeSettings.from_config(cfg))
         self.envs: list[TextEnv] = []
         log.info("%s: engine %s ready (pid %d)", name, self.engine.name, os.getpid())
 
@@ -67,27 +75,13 @@ class RolloutWorker:
             self.envs.append(self.env_factory(self.cfg.env))
         return self.envs[:n]
 
-    def play(
-        self,
-        tasks: list[TaskSpec],
-        skills: list[str | None],
-        gen: GenParams,
-        episode_ids: list[str] | None = None,
-        skill_ids: list[str] | None = None,
-        role: Role = "solver",
-    ) -> list[EpisodeResult]:
-        """Run the episodes, at most env.envs_per_actor at once; results in task order."""
-        width = max(1, self.cfg.env.envs_per_actor)
-        episode_ids = episode_ids or [f"{self.name}/{t.task_id}#{i}" for i, t in enumerate(tasks)]
-        skill_ids = skill_ids or [""] * len(tasks)
+    def play(self, jobs: list[EpisodeJob], gen: GenParams, episode_ids: list[str]) -> list[EpisodeResult]:
+        """Run the episodes, at most rollout.envs_per_worker at once; results in job order."""
+        width = max(1, self.cfg.rollout.envs_per_worker)
         out: list[EpisodeResult] = []
-        for s in range(0, len(tasks), width):
-            chunk = slice(s, s + width)
-            n = len(tasks[chunk])
-            out += run_episodes(
-                self.engine, self._slots(n), tasks[chunk], skills[chunk], gen, self.cfg.env,
-                self.engine.version, role, self.cfg.model.max_model_len, episode_ids[chunk], skill_ids[chunk],
-            )  # fmt: skip
+        for s in range(0, len(jobs), width):
+            chunk = jobs[s : s + width]
+            out += self.runner.run(self._slots(len(chunk)), chunk, gen, episode_ids[s : s + width])
         for r in out:
             r.info["worker"] = self.name
         return out
@@ -96,11 +90,12 @@ class RolloutWorker:
         return self.engine.generate(prompts, gen)
 
     def update_weights(self, weights: dict[str, np.ndarray], version: int) -> int:
-        """`weights` arrives as a dict (Ray resolves a top-level ObjectRef argument zero-copy)."""
-        if not isinstance(weights, dict):
+        """`weights` arrives as a dict (Ray resolves a top-level ObjectRef argument zero-copy) or as
+        [ObjectRef] (fetched here, zero-copy from this node's object store)."""
+        if isinstance(weights, list):
             import ray
 
-            weights = ray.get(weights)
+            weights = ray.get(weights[0])
         self.engine.update_weights(weights, version)
         return self.engine.version
 
@@ -111,9 +106,14 @@ class RolloutWorker:
     def receive_weights(
         self, names: list[str], shapes: list[tuple[int, ...]], dtypes: list[str], version: int
     ) -> int:
-        """GPU path: receive the bucketed broadcast that learner rank 0 sends with weight_sync.send_weights."""
+        """GPU path: receive the bucketed broadcast that learner rank 0 sends."""
         self.engine.receive_weights(names, shapes, dtypes, version)  # type: ignore[attr-defined]
         return self.engine.version
+
+    def uses_gpu(self) -> bool:
+        import torch
+
+        return torch.cuda.is_available()
 
     def version(self) -> int:
         return self.engine.version

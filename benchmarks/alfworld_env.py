@@ -1,10 +1,9 @@
-"""ALFWorld env benchmark: reset/step latency, env-pool throughput (1 vs 2 Ray actors) and the
-success rate of a uniform-random policy per task type and preset (the curriculum's starting point).
+"""ALFWorld env benchmark: reset/step latency and the success rate of a uniform-random policy per task type and preset (the curriculum's starting point).
 
     .venv/bin/python benchmarks/alfworld_env.py [--per-type 4] [--episodes 2]
 
-Writes benchmarks/results/alfworld_env.{json,md}. Ratios are against the 1-actor pool measured in the
-same run; absolute numbers depend on the machine and its load (recorded with the results).
+Writes benchmarks/results/alfworld_env.{json,md}; absolute numbers depend on the machine and its load
+(recorded with the results).
 """
 
 from __future__ import annotations
@@ -113,89 +112,6 @@ def random_policy(tasks_by_preset: dict, episodes: int, max_steps: int, workers:
     return out
 
 
-def pool_throughput(tasks: list, num_actors: int, total_envs: int, rounds: int, seed: int) -> dict:
-    """Steps/s of `total_envs` episodes spread over `num_actors` pool actors, stepped in batches
-    concurrently (one step_batch call per actor per round), random actions, resets on done."""
-    import ray
-
-    from envs.alfworld.pool import EnvFailure, start_env_pools
-
-    rng = random.Random(seed)
-    per_actor = total_envs // num_actors
-    actors = start_env_pools(
-        num_actors, per_actor, max_steps=1000, num_cpus=0, namespace=f"bench-{seed}-{num_actors}"
-    )
-    slots = [(a, s) for a in range(num_actors) for s in range(per_actor)]
-    assign = {slot: tasks[i % len(tasks)] for i, slot in enumerate(slots)}
-    obs: dict = {}
-    refs = [
-        actors[a].reset_batch.remote([(s, assign[(a, s)]) for (aa, s) in slots if aa == a])
-        for a in range(num_actors)
-    ]
-    for a, batch in enumerate(ray.get(refs, timeout=600)):
-        for s, o in zip([s for (aa, s) in slots if aa == a], batch):
-            obs[(a, s)] = o
-    steps = resets = failures = 0
-    t0 = time.perf_counter()
-    for _ in range(rounds):
-        calls = []
-        for a in range(num_actors):
-            items = [(s, rng.choice(obs[(a, s)].admissible_actions)) for (aa, s) in slots if aa == a]
-            calls.append(actors[a].step_batch.remote(items))
-        to_reset: dict[int, list] = {}
-        for a, batch in enumerate(ray.get(calls, timeout=600)):
-            for s, r in zip([s for (aa, s) in slots if aa == a], batch):
-                steps += 1
-                if isinstance(r, EnvFailure):
-                    failures += 1
-                    to_reset.setdefault(a, []).append(s)
-                elif r.done:
-                    to_reset.setdefault(a, []).append(s)
-                else:
-                    obs[(a, s)] = r.observation
-        refs = {
-            a: actors[a].reset_batch.remote([(s, assign[(a, s)]) for s in ss]) for a, ss in to_reset.items()
-        }
-        for a, ss in to_reset.items():
-            for s, o in zip(ss, ray.get(refs[a], timeout=600)):
-                resets += 1
-                obs[(a, s)] = o
-    elapsed = time.perf_counter() - t0
-    for actor in actors:
-        ray.kill(actor)
-    return {
-        "actors": num_actors,
-        "envs": total_envs,
-        "steps": steps,
-        "resets": resets,
-        "failures": failures,
-        "seconds": elapsed,
-        "steps_per_s": steps / elapsed,
-    }
-
-
-def pool_runs(tasks: list, args: argparse.Namespace) -> list[dict]:
-    """1 vs 2 actors, alternating 1, 2, 1, 2, ... so drift in the machine's load hits both; the median run
-    of each is reported with all runs."""
-    import ray
-
-    ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False)
-    try:
-        runs: dict[int, list[dict]] = {1: [], 2: []}
-        for rep in range(args.pool_repeats):
-            for n in (1, 2):
-                runs[n].append(pool_throughput(tasks, n, args.pool_envs, args.pool_rounds, args.seed + rep))
-    finally:
-        ray.shutdown()
-    return [
-        {
-            **sorted(rs, key=lambda r: r["steps_per_s"])[len(rs) // 2],
-            "runs_steps_per_s": [r["steps_per_s"] for r in rs],
-        }
-        for rs in runs.values()
-    ]
-
-
 def markdown(res: dict) -> str:
     m = res["machine"]
     lines = [
@@ -216,26 +132,6 @@ def markdown(res: dict) -> str:
             f"| {p} | {lat['reset_new_game_ms']['mean']:.0f} | {lat['reset_same_game_ms']['mean']:.0f} | "
             f"{lat['step_ms']['mean']:.1f} / {lat['step_ms']['p95']:.1f} | {lat['admissible_per_step']:.1f} |"
         )
-    pool = res["pool"]
-    base = pool[0]["steps_per_s"]
-    lines += [
-        "",
-        "## Env pool throughput (Ray actors, one step_batch per actor per round, random actions, standard games)",
-        "",
-        "| actors | envs | steps/s, median | runs (alternating 1, 2, 1, 2, ...) | median vs 1 actor |",
-        "|---|---|---|---|---|",
-    ]
-    for row in pool:
-        runs = ", ".join(f"{x:.1f}" for x in row["runs_steps_per_s"])
-        lines.append(
-            f"| {row['actors']} | {row['envs']} | {row['steps_per_s']:.1f} | {runs} | {row['steps_per_s'] / base:.2f}x |"
-        )
-    lines += [
-        "",
-        f"Load average before / after the pool runs: {m['loadavg']} / {m.get('loadavg_after_pool')} on "
-        f"{m['cpus']} cores. Two actors can only beat one when two cores are actually free; on a shared, "
-        "loaded machine the runs vary a lot, so read the individual runs, not only the median.",
-    ]
     lines += [
         "",
         f"## Uniform-random policy success ({res['args']['max_steps']} steps, "
@@ -330,10 +226,6 @@ def main() -> None:
         if "random" in parts:
             res["random_policy"] = random_policy(tasks_by_preset, args.episodes, args.max_steps, args.workers)
             print("[bench] random policy done", flush=True)
-        if "pool" in parts:
-            res["pool"] = pool_runs(tasks_by_preset["standard"], args)
-            res["machine"]["loadavg_after_pool"] = [round(x, 2) for x in os.getloadavg()]
-            print(f"[bench] pool {json.dumps(res['pool'])}", flush=True)
 
     write_atomic(args.results + ".json", json.dumps(res, indent=2) + "\n")
     md = markdown(res)

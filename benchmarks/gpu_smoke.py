@@ -15,7 +15,7 @@ wheel) but no vLLM, Ray, pyarrow or the embedded GGUF.
    against separate rows under bf16 autocast, and forward+backward time both ways.
 
 Only torch-only project modules are imported (learner.model, learner.losses, learner.batching,
-cluster.roles, actors.weight_sync).
+cluster.core.roles, actors.weight_sync).
 Without --model a small Llama is built from scratch (SmolLM2-135M's shape by default).
 
     python benchmarks/gpu_smoke.py [--model HF_DIR] [--steps 5] [--rows 8 --prompt 256 --response 64]

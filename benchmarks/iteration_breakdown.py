@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     if not dirs:
         print("iteration_breakdown: no run folders with metrics.jsonl", file=sys.stderr)
         return 2
-    from cluster.storage import atomic_write_bytes, write_json_plain
+    from cluster.core.storage import atomic_write_bytes, write_json_plain
 
     out = {f"{d.parent.name}/{d.name}": breakdown(d / "metrics.jsonl") for d in dirs}
     lines = [

@@ -32,7 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def make_table(rows: int, prompt: int, response: int, vocab: int, seed: int):
     import torch
 
-    from cluster.records import Turn, turns_to_table
+    from cluster.core.records import Turn, turns_to_table
 
     g = torch.Generator().manual_seed(seed)
     turns = []
@@ -149,7 +149,7 @@ def main() -> None:
 
     import torch
 
-    from cluster.config import load_config
+    from cluster.core.config import load_config
     from learner.actor import Learner
     from learner.batching import rows_from_table
 

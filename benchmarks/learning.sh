@@ -91,7 +91,7 @@ done
 SEEDS="$SEEDS" ITERS="$ITERS" SFT_EPOCHS="$SFT_EPOCHS" PER_TYPE="$PER_TYPE" CFG="$CFG" SFT="$SFT" SFT_ARGS="${SFT_ARGS[*]}" SFT_FROM="$SFT_FROM" $PY - "$OUT/meta.json" <<'PYEOF'
 import json, os, platform, sys
 from datetime import UTC, datetime
-from cluster.storage import write_json_plain
+from cluster.core.storage import write_json_plain
 e = os.environ
 write_json_plain(sys.argv[1], {
     "date": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -13,7 +13,7 @@ import json
 import sys
 from collections import defaultdict
 
-from cluster.storage import atomic_write_bytes
+from cluster.core.storage import atomic_write_bytes
 from envs.alfworld.check import read_demos
 from envs.alfworld.tasks import HELDOUT_TYPES, TRAINED_TYPES
 

@@ -163,8 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     res = Path(args.results)
     meta = json.loads((res / "meta.json").read_text())
 
-    from cluster.config import load_config
-    from cluster.storage import atomic_write_bytes, write_json_plain
+    from cluster.core.config import load_config
+    from cluster.core.storage import atomic_write_bytes, write_json_plain
     from envs import list_tasks
 
     cfg = load_config(ROOT / meta["config"])

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from learning_report import run_stats  # benchmarks/: the same per-run figures as the ALFWorld report
 
-    from cluster.storage import atomic_write_bytes, write_json_plain
+    from cluster.core.storage import atomic_write_bytes, write_json_plain
 
     models = {"untrained": json.loads((RES / "mind2web_model.json").read_text())}
     runs = {}

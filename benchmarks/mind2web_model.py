@@ -67,9 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from actors.engine import make_engine
-    from cluster.config import EngineConfig
-    from cluster.model_store import resolve_model
-    from cluster.storage import atomic_write_bytes, write_json_plain
+    from cluster.core.config import EngineConfig
+    from cluster.core.model_store import resolve_model
+    from cluster.core.storage import atomic_write_bytes, write_json_plain
     from envs.mind2web.evaluate import evaluate
 
     if args.run:

@@ -42,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from actors.engine import GenParams
     from actors.pool import RolloutPool
-    from cluster.config import load_config
+    from cluster.core.config import load_config
+    from cluster.core.storage import atomic_write_bytes, write_json_plain
     from cluster.placement import init_ray
-    from cluster.storage import atomic_write_bytes, write_json_plain
     from cluster.trainer import ensure_data
     from envs import list_tasks
 

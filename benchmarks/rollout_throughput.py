@@ -88,8 +88,8 @@ def main() -> None:
     from actors.engine import GenParams
     from actors.pool import RolloutPool
     from actors.prompts import encode_messages
-    from cluster.config import load_config
-    from cluster.model_store import resolve_model
+    from cluster.core.config import load_config
+    from cluster.core.model_store import resolve_model
     from envs.alfworld import generate, list_tasks
 
     cfg = load_config(

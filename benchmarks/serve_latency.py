@@ -78,7 +78,7 @@ def collect_states(games_dir: str, n: int) -> list[dict]:
 
 
 def direct(cfg, model: str, lib_dir: str, bodies: list[dict], conc: int) -> tuple[dict, list[str]]:
-    from cluster.serve import AgentCore, parse_request
+    from cluster.serving.app import AgentCore, parse_request
 
     core = AgentCore(cfg, model, lib_dir)
     core.warmup()
@@ -134,8 +134,8 @@ def served(cfg, model: str, lib_dir: str, bodies: list[dict], conc: int) -> tupl
     from ray import serve
 
     from cluster.placement import actor_env
-    from cluster.serve import start
-    from cluster.serve_cli import post_json
+    from cluster.serving.app import start
+    from cluster.serving.cli import post_json
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": actor_env(cfg)})  # fmt: skip
@@ -177,7 +177,7 @@ def served(cfg, model: str, lib_dir: str, bodies: list[dict], conc: int) -> tupl
 
 
 def write_atomic(path: Path, text: str) -> None:
-    from cluster.storage import atomic_write_text
+    from cluster.core.storage import atomic_write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, text)
@@ -190,8 +190,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serve_latency"))
     args = ap.parse_args()
 
-    from cluster.config import load_config
-    from cluster.model_store import resolve_model
+    from cluster.core.config import load_config
+    from cluster.core.model_store import resolve_model
     from envs.alfworld.generator import generate
     from tests.test_serve import build_library
 

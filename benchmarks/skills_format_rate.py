@@ -24,8 +24,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cluster.config import EngineConfig, SkillsConfig  # noqa: E402
-from cluster.records import EpisodeResult, TaskSpec  # noqa: E402
+from cluster.core.config import EngineConfig, SkillsConfig  # noqa: E402
+from cluster.core.records import EpisodeResult, TaskSpec  # noqa: E402
 from skills.extractor import extractor_gen_params, extractor_messages, format_scores  # noqa: E402
 
 # ALFWorld-style transcripts in the episode loop's format (Task / Observation / "> action" / Outcome).
@@ -137,7 +137,7 @@ def main() -> int:
 
     from actors.engine import VLLMEngine
     from actors.prompts import encode_messages
-    from cluster.model_store import resolve_model
+    from cluster.core.model_store import resolve_model
 
     cfg = SkillsConfig(n_candidates=args.n, extractor_max_tokens=args.max_tokens)
     t0 = time.perf_counter()
@@ -172,7 +172,7 @@ def main() -> int:
         ),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    from cluster.storage import atomic_write_bytes
+    from cluster.core.storage import atomic_write_bytes
 
     atomic_write_bytes(args.out, (json.dumps(report, indent=1) + "\n").encode())
     for k in ("unconstrained", "structured"):

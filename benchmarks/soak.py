@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from cluster.core.storage import atomic_write_text, write_json_plain  # noqa: E402
 from cluster.metrics import read_metrics  # noqa: E402
-from cluster.storage import atomic_write_text, write_json_plain  # noqa: E402
 
 TINY = [
     "env.max_steps=3",

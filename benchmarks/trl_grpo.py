@@ -67,7 +67,7 @@ def run_ours(cfg, prompts, tokenizer, group: int, max_tokens: int, steps: int) -
     from actors.engine import GenParams
     from actors.pool import RolloutPool
     from actors.prompts import encode_messages
-    from cluster.records import Turn, turns_to_table
+    from cluster.core.records import Turn, turns_to_table
     from learner.advantages import group_normalise
     from learner.group import LearnerGroup
 
@@ -188,10 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from transformers import AutoTokenizer
 
-    from cluster.config import load_config
-    from cluster.model_store import resolve_model
+    from cluster.core.config import load_config
+    from cluster.core.model_store import resolve_model
+    from cluster.core.storage import atomic_write_bytes, write_json_plain
     from cluster.placement import init_ray
-    from cluster.storage import atomic_write_bytes, write_json_plain
 
     # own metrics port: a second local Ray on the default one fails to start (port in use)
     ray_opts = ["cluster.include_dashboard=false", f"cluster.metrics_export_port={args.metrics_port}"]

@@ -153,7 +153,7 @@ def splice(text: str, block: str, where: str) -> str:
 
 
 def main() -> int:
-    from cluster.storage import atomic_write_bytes
+    from cluster.core.storage import atomic_write_bytes
 
     parts = []
     for name in ORDER:

@@ -13,8 +13,8 @@ COMMAND_MODULES = [
     "envs.alfworld.cli",
     "envs.mind2web.cli",
     "skills.cli",
-    "learner.cli",
-    "cluster.serve_cli",
+    "cluster.sft",
+    "cluster.serving.cli",
 ]
 
 

@@ -18,14 +18,25 @@ def add_commands(sub: argparse._SubParsersAction, data_sub: argparse._SubParsers
 
     p = sub.add_parser("train", help="run Evolving-RL (or a baseline mode) from a config")
     p.add_argument("--config", required=True)
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run folder's newest complete checkpoint"
+    )
+    p.add_argument("--overwrite", action="store_true", help="start over in a run folder that holds a run")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.iterations=3")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a checkpoint (optionally with a skill library)")
+    p = sub.add_parser(
+        "eval", help="evaluate a checkpoint: with-skill and no-skill success on the same tasks"
+    )
     p.add_argument("--config", required=True)
-    p.add_argument("--checkpoint", default="", help="HF model folder; default: config's model.path")
-    p.add_argument("--skills", default="", help="skill library folder (the transfer experiment)")
+    p.add_argument("--checkpoint", default="",
+                   help="HF model folder, checkpoint (iter-N), checkpoints root or run folder; default: model.path")  # fmt: skip
+    p.add_argument("--protocol", choices=("online", "library", "none"), default="online",
+                   help="online: the paper's (retrieve a training task, play it, extract, play with the skill); "
+                        "library: skills from --skills; none: no skill")  # fmt: skip
+    p.add_argument(
+        "--skills", default="", help="skill library folder for --protocol library (the transfer experiment)"
+    )
     p.add_argument(
         "--skill-status",
         type=skill_statuses,
@@ -51,7 +62,7 @@ def skill_statuses(text: str) -> tuple[str, ...]:
 
 
 def cmd_prepare_model(args: argparse.Namespace) -> int:
-    from cluster.model_store import embedded_dir, is_prepared, prepare_embedded
+    from cluster.core.model_store import embedded_dir, is_prepared, prepare_embedded
 
     if is_prepared() and not args.force:
         print(f"[prepare-model] embedded model ready at {embedded_dir()}")
@@ -70,7 +81,7 @@ def _version(mod: str) -> str | None:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from cluster.model_store import embedded_dir, is_prepared
+    from cluster.core.model_store import embedded_dir, is_prepared
 
     problems = []
     for mod in ("torch", "vllm", "deepspeed", "ray", "transformers", "alfworld", "pyarrow"):
@@ -101,21 +112,20 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from cluster.config import load_config
-    from cluster.trainer import train
+    from cluster.core.config import load_config
+    from cluster.run import train
 
     cfg = load_config(args.config, args.overrides)
-    return train(cfg, resume=args.resume, config_path=args.config)
+    return train(cfg, resume=args.resume, overwrite=args.overwrite)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from cluster.config import load_config
-    from cluster.trainer import evaluate_only
+    from cluster.core.config import load_config
+    from cluster.run import evaluate_only
 
     cfg = load_config(args.config, args.overrides)
-    return evaluate_only(
-        cfg, checkpoint=args.checkpoint, skills=args.skills, as_json=args.json, statuses=args.skill_status
-    )
+    return evaluate_only(cfg, checkpoint=args.checkpoint, skills=args.skills, protocol=args.protocol,
+                         as_json=args.json, statuses=args.skill_status)  # fmt: skip
 
 
 def cmd_plot(args: argparse.Namespace) -> int:

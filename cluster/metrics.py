@@ -17,9 +17,21 @@ def metric_name(key: str) -> str:
 
 
 class Metrics:
-    def __init__(self, run_dir: Path, use_ray: bool = True, use_tensorboard: bool = True) -> None:
+    """`resumed_at`: the iteration a resumed run continues after; records of later iterations (the
+    killed run's, to be redone) are removed from metrics.jsonl and purged from TensorBoard."""
+
+    def __init__(
+        self, run_dir: Path, use_ray: bool = True, use_tensorboard: bool = True, resumed_at: int | None = None
+    ) -> None:
         self.path = run_dir / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resumed_at is not None and self.path.exists():
+            from cluster.core.storage import atomic_write_text
+
+            keep = [
+                json.dumps(r) + "\n" for r in read_metrics(run_dir) if r.get("iteration", 0) <= resumed_at
+            ]
+            atomic_write_text(self.path, "".join(keep))
         self._gauges: dict = {}
         self._use_ray = use_ray
         self._tb = None
@@ -27,7 +39,8 @@ class Metrics:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._tb = SummaryWriter(str(run_dir / "tensorboard"))
+                purge = None if resumed_at is None else resumed_at + 1
+                self._tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge)
             except ImportError:  # tensorboard is optional at run time
                 self._tb = None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
-from cluster.config import Config
+from cluster.core.config import Config
 
 log = logging.getLogger("evorl.placement")
 
@@ -23,7 +23,7 @@ ACTOR_ENV_KEYS = (
 
 
 def actor_env(cfg: Config) -> dict[str, str]:
-    from cluster.model_store import project_cache
+    from cluster.core.model_store import project_cache
 
     cache = str(project_cache())
     env = {

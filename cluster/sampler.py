@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from cluster.records import TaskSpec
+from cluster.core.records import TaskSpec
 
 
 @dataclass

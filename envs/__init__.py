@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from cluster.config import EnvConfig
-    from cluster.records import TaskSpec
+    from cluster.core.config import EnvConfig
+    from cluster.core.records import TaskSpec
     from envs.base import TextEnv
 
 
@@ -19,7 +19,8 @@ def make_env(env_cfg: EnvConfig, seed: int = 0) -> TextEnv:
     if env_cfg.name == "mind2web":
         from envs.mind2web.env import Mind2WebEnv
 
-        return Mind2WebEnv(max_steps=env_cfg.max_steps, seed=seed, reward=env_cfg.reward)
+        return Mind2WebEnv(max_steps=env_cfg.max_steps, seed=seed, reward=env_cfg.reward,
+                           observation=env_cfg.observation, max_page_elements=env_cfg.max_page_elements)  # fmt: skip
     raise ValueError(f"env.name: unknown environment {env_cfg.name!r}")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from cluster.records import TaskSpec
+from cluster.core.records import TaskSpec
 
 
 @dataclass

@@ -24,7 +24,7 @@ from typing import Any
 import gymnasium
 from gymnasium import spaces
 
-from cluster.records import TaskSpec
+from cluster.core.records import TaskSpec
 from envs.base import Observation, StepResult, TextEnv
 
 ALFWORLD_ID = "evorl/ALFWorld-v0"

@@ -2,10 +2,15 @@
 
 Plain class (wrap with `ray.remote`; LearnerGroup does). Two-phase start: `__init__` is cheap so the
 group can ask rank 0 for its address first; `setup(master_addr, master_port)` joins the
-torch.distributed group and builds the engines. One `train` call = one optimizer step per
-`updates_per_batch` over the whole rank shard, accumulated over token-budget micro-batches; every
-micro-batch divides by the batch-wide token count, so the update is a true token mean over the
-global batch no matter how it was split.
+torch.distributed group and builds the engines. One `train` call = `updates_per_batch` optimizer
+steps over the whole rank shard, accumulated over token-budget micro-batches; every token carries
+its aggregation weight (learner/batching.py: sample_mean or token_mean over the *global* batch), so
+the update is the same however the batch was split across micro-batches and ranks.
+
+Lean by construction: behaviour logprobs the engine did not send are this pass's own (detached; the
+ratio of the first update is 1, as in the authors' one-step-per-rollout runs); no reference model
+when every KL coefficient is 0; gradient checkpointing only when the model needs it; ZeRO stage 0
+for a single CPU rank; torch threads = the cores this rank has. Every GPU/CPU decision is made here.
 """
 
 from __future__ import annotations
@@ -23,35 +28,36 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from cluster.config import Config, LearnerConfig
-from cluster.records import ROLES
+from cluster.core.config import Config, LearnerConfig
+from cluster.core.records import ROLES
 from learner import losses
 from learner.batching import (
     MicroBatch,
-    collate,
+    Row,
     collate_units,
     null_micro_batch,
     plan_micro_batches,
     plan_units,
     rows_from_table,
+    token_weights,
     unit_length,
 )
-from learner.checkpoint import finalize_checkpoint, resolve_checkpoint, tmp_checkpoint_dir
-from learner.model import TokenLogits, deepspeed_config, on_gpu, resolve_dtype
+from learner.model import TokenLogits, deepspeed_config, gradient_checkpointing, torch_dtype, zero_stage
 
 log = logging.getLogger(__name__)
+STATE_FILE = "learner_state.json"
 
 
 def free_port() -> int:
     with socket.socket() as s:
-        s.bind(("", 0))
+        s.bind(("", 0))  # every interface: ranks on other nodes connect to this one
         return s.getsockname()[1]
 
 
 def cpu_threads(configured: int, world_size: int) -> int:
     """Torch threads for a CPU learner: `configured`, or (0) this node's usable cores shared by the
-    ranks. Ray sets OMP_NUM_THREADS=1 for a 1-CPU actor, but rollout and learning alternate in the
-    synchronous loop, so the learner may use the cores the idle rollout workers hold."""
+    ranks. Rollout and learning alternate in the synchronous loop, so the learner may use the cores
+    the idle rollout workers hold."""
     if configured > 0:
         return configured
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -76,7 +82,7 @@ class Learner:
         self.rank = rank
         self.world_size = world_size
         self.seed = cfg.trainer.seed if seed is None else seed
-        self.version = 0
+        self.steps = 0  # optimizer steps taken (the policy version is the trainer's count of pushes)
         self.engine = None
 
     def address(self) -> tuple[str, int]:
@@ -87,12 +93,10 @@ class Learner:
         import deepspeed
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from cluster.model_store import resolve_model
+        from cluster.core.model_store import project_cache, resolve_model
 
-        os.environ.setdefault(
-            "TORCH_EXTENSIONS_DIR", str(Path(__file__).resolve().parent.parent / ".cache/torch_extensions")
-        )
-        gpu = on_gpu()
+        os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(project_cache() / "torch_extensions"))
+        self.gpu = torch.cuda.is_available()
         os.environ.update(
             MASTER_ADDR=master_addr,
             MASTER_PORT=str(master_port or free_port()),
@@ -100,56 +104,53 @@ class Learner:
             WORLD_SIZE=str(self.world_size),
             LOCAL_RANK="0",  # one device per actor (Ray sets CUDA_VISIBLE_DEVICES)
         )
-        if not gpu:
+        if not self.gpu:
             torch.set_num_threads(cpu_threads(self.lcfg.num_threads, self.world_size))
         deepspeed.init_distributed(
-            dist_backend="nccl" if gpu else "gloo",
+            dist_backend="nccl" if self.gpu else "gloo",
             auto_mpi_discovery=False,
             rank=self.rank,
             world_size=self.world_size,
             verbose=False,
         )
         torch.manual_seed(self.seed)
-        self.device = torch.device("cuda", torch.cuda.current_device()) if gpu else torch.device("cpu")
-        self.dtype = resolve_dtype(self.lcfg.dtype)
+        self.device = torch.device("cuda", torch.cuda.current_device()) if self.gpu else torch.device("cpu")
+        self.dtype = torch_dtype(self.lcfg.dtype)
+        self.zero = zero_stage(self.lcfg.zero_stage, self.world_size, self.gpu)
         self.model_path = resolve_model(self.cfg.model.path)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
         lm = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=self.dtype)
-        if self.lcfg.gradient_checkpointing:  # activations dominate learner memory on long prompts
+        n_params = sum(p.numel() for p in lm.parameters())
+        self.checkpointing = gradient_checkpointing(self.lcfg.gradient_checkpointing, n_params)
+        if self.checkpointing:
             lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            lm.config.use_cache = False
         lm.config.use_cache = False
         self.lm = lm
         policy = TokenLogits(lm)
         params = [p for p in policy.parameters() if p.requires_grad]
+        betas = tuple(self.lcfg.adam_betas)
         if self.lcfg.optimizer == "cpu_adam":
             from deepspeed.ops.adam import DeepSpeedCPUAdam
 
-            opt = DeepSpeedCPUAdam(
-                params, lr=self.lcfg.lr, weight_decay=self.lcfg.weight_decay, adamw_mode=True
-            )
+            opt = DeepSpeedCPUAdam(params, lr=self.lcfg.lr, betas=betas, weight_decay=self.lcfg.weight_decay,
+                                   adamw_mode=True)  # fmt: skip
         else:
-            opt = torch.optim.AdamW(params, lr=self.lcfg.lr, weight_decay=self.lcfg.weight_decay)
-        ds_cfg = deepspeed_config(self.lcfg, self.world_size, self.dtype, gpu)
+            opt = torch.optim.AdamW(params, lr=self.lcfg.lr, betas=betas, weight_decay=self.lcfg.weight_decay)
+        ds_cfg = deepspeed_config(self.lcfg, self.world_size, self.dtype, self.gpu)
         self.engine, self.optimizer, _, _ = deepspeed.initialize(model=policy, optimizer=opt, config=ds_cfg)
 
         self.ref = None
-        coefs = self._coef_tables()
-        if float(coefs["kl"][:-1].abs().max()) > 0:
+        if float(self._coef_tables()["kl"][:-1].abs().max()) > 0:
             ref_lm = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=self.dtype)
             ref_lm.requires_grad_(False)
             self.ref = TokenLogits(ref_lm).to(self.device).eval()
-        log.info(
-            "learner rank %d/%d ready: %s zero=%d dtype=%s",
-            self.rank,
-            self.world_size,
-            self.model_path,
-            self.lcfg.zero_stage,
-            self.dtype,
-        )
-        return {"rank": self.rank, "params": sum(p.numel() for p in lm.parameters())}
+        log.info("learner rank %d/%d ready: %s zero=%d dtype=%s checkpointing=%s reference=%s",
+                 self.rank, self.world_size, self.model_path, self.zero, self.dtype, self.checkpointing,
+                 self.ref is not None)  # fmt: skip
+        return {"rank": self.rank, "params": n_params, "zero_stage": self.zero, "device": str(self.device),
+                "gradient_checkpointing": self.checkpointing, "reference_model": self.ref is not None}  # fmt: skip
 
     # ---- training -------------------------------------------------------------------------
     def _coef_tables(self) -> dict[str, torch.Tensor]:
@@ -165,168 +166,176 @@ class Learner:
     def _all_reduce(self, values: list[float], op: str = "sum") -> list[float]:
         import torch.distributed as dist
 
-        t = torch.tensor(values, dtype=torch.float64, device=self.device if on_gpu() else "cpu")
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
         if self.world_size > 1:
             dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
         return t.tolist()
 
     def _to_device(self, mb: MicroBatch) -> MicroBatch:
-        for f in (
-            "input_ids",
-            "attention_mask",
-            "select",
-            "targets",
-            "behaviour_logprobs",
-            "advantages",
-            "role_index",
-        ):
+        for f in ("input_ids", "attention_mask", "select", "targets", "behaviour_logprobs", "advantages",
+                  "role_index", "weights"):  # fmt: skip
             setattr(mb, f, getattr(mb, f).to(self.device))
         if mb.position_ids is not None:
             mb.position_ids = mb.position_ids.to(self.device)
         return mb
 
-    def _logprobs(self, mb: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.engine(mb.input_ids, mb.attention_mask, mb.select, mb.position_ids)
+    def _logprobs(self, mb: MicroBatch, net=None) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = (net or self.engine)(mb.input_ids, mb.attention_mask, mb.select, mb.position_ids)
         logp = torch.log_softmax(logits, dim=-1)
         return logp.gather(-1, mb.targets[:, None])[:, 0], logits
 
-    def _rl_loss(
-        self, mb: MicroBatch, denom: float, first_pass: bool
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    def _rl_loss(self, mb: MicroBatch, first_pass: bool) -> tuple[torch.Tensor, dict[str, float]]:
         coefs = {k: v.to(self.device)[mb.role_index] for k, v in self._tables.items()}
         mask = (mb.role_index >= 0).float()
         lp, logits = self._logprobs(mb)
-        loss, metrics = losses.policy_gradient_loss(
-            lp,
-            mb.behaviour_logprobs,
-            mb.advantages,
-            mask,
-            coefs["weight"],
-            self.lcfg.eps_low,
-            self.lcfg.eps_high,
-            denom=denom,
-        )
+        metrics: dict[str, float] = {}
+        if first_pass:
+            given = ~torch.isnan(mb.behaviour_logprobs)
+            if bool(given.any()):  # engine logprobs: how far the engine is from the learner
+                metrics.update(losses.logprob_gap(lp, torch.nan_to_num(mb.behaviour_logprobs), mask * given))
+            # the rest are this pass's own, kept for later passes over the same batch
+            mb.behaviour_logprobs = torch.where(given, mb.behaviour_logprobs, lp.detach().float())
+        loss, m = losses.policy_gradient_loss(lp, mb.behaviour_logprobs, mb.advantages, mask, coefs["weight"],
+                                              self.lcfg.eps_low, self.lcfg.eps_high, weights=mb.weights)  # fmt: skip
+        metrics.update(m)
         if self.ref is not None:
             with torch.no_grad():
-                ref_logits = self.ref(mb.input_ids, mb.attention_mask, mb.select, mb.position_ids)
-                ref_lp = torch.log_softmax(ref_logits, -1).gather(-1, mb.targets[:, None])[:, 0]
-            kl_loss, m = losses.kl_penalty(lp, ref_lp, mask, coefs["kl"], denom=denom)
+                ref_lp, _ = self._logprobs(mb, self.ref)
+            kl_loss, m = losses.kl_penalty(lp, ref_lp, mask, coefs["kl"], weights=mb.weights)
             loss = loss + kl_loss
             metrics.update(m)
         need_grad = bool(coefs["entropy"].abs().max() > 0)
         with nullcontext() if need_grad else torch.no_grad():
             ent = losses.entropy_from_logits(logits)
-            ent_loss, m = losses.entropy_loss(ent, mask, coefs["entropy"], denom=denom)
+            ent_loss, m = losses.entropy_loss(ent, mask, coefs["entropy"], weights=mb.weights)
         if need_grad:
             loss = loss + ent_loss
         metrics.update(m)
-        if first_pass:
-            metrics.update(losses.logprob_gap(lp, mb.behaviour_logprobs, mask))
         return loss, metrics
 
-    def _sft_loss(
-        self, mb: MicroBatch, denom: float, first_pass: bool
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    def _sft_loss(self, mb: MicroBatch, first_pass: bool) -> tuple[torch.Tensor, dict[str, float]]:
         mask = (mb.role_index >= 0).float()
         lp, _ = self._logprobs(mb)
         loss = losses.role_balanced_nll(lp, mask, mb.role_index, self._role_tokens, self.world_size)
-        _, metrics = losses.sft_loss(lp.detach(), mask, denom=denom)  # reported: the plain token mean
+        _, metrics = losses.sft_loss(lp.detach(), mask, weights=mb.weights)
         return loss, metrics
 
+    def _micro_batches(self, rows: list[Row]) -> tuple[list[MicroBatch], float, list[float]]:
+        """This rank's micro-batches with global aggregation weights; (batches, global tokens, global
+        tokens per role)."""
+        role_tokens = [float(sum(r.n_trained for r in rows if r.role == x)) for x in ROLES]
+        samples = float(len({r.sample_id for r in rows}))
+        totals = self._all_reduce(role_tokens + [samples])
+        role_tokens, total_samples = totals[:-1], totals[-1]
+        total_tokens = sum(role_tokens)
+        weights = token_weights(rows, self.lcfg.loss_agg, total_tokens, total_samples)
+        units = plan_units(rows, self.lcfg.share_prompts, self.lcfg.micro_batch_tokens)
+        plan = plan_micro_batches(
+            [unit_length([rows[j] for j in u]) for u in units], self.lcfg.micro_batch_tokens
+        )
+        mbs = [
+            collate_units(
+                [[rows[j] for j in units[k]] for k in group],
+                self.pad_id,
+                [[weights[j] for j in units[k]] for k in group],
+            )  # fmt: skip
+            for group in plan
+        ]
+        return mbs, total_tokens, role_tokens
+
     def _step(self, table: pa.Table, loss_fn, passes: int, where: str) -> dict[str, float]:
-        """`passes` optimizer steps over this rank's rows; metrics token-weighted over all ranks."""
+        """`passes` optimizer steps over this rank's rows; metrics reduced over all ranks."""
         if self.engine is None:
             raise RuntimeError(f"learner rank {self.rank}: setup() was not called")
         self._tables = self._coef_tables()
-        rows = rows_from_table(table, where=f"{where} (rank {self.rank})")
         t0 = time.perf_counter()
-        units = [
-            [rows[j] for j in u]
-            for u in plan_units(rows, self.lcfg.share_prompts, self.lcfg.micro_batch_tokens)
-        ]
-        plan = plan_micro_batches([unit_length(u) for u in units], self.lcfg.micro_batch_tokens)
-        # response tokens per role over all ranks (every row's role is in ROLES: rows_from_table checks)
-        role_tokens = self._all_reduce([float(sum(r.n_response for r in rows if r.role == x)) for x in ROLES])
+        rows = rows_from_table(table, where=f"{where} (rank {self.rank})")
+        mbs, total_tokens, role_tokens = self._micro_batches(rows)
         self._role_tokens = torch.tensor(role_tokens, device=self.device)
-        n_mb, total_tokens = self._all_reduce([len(plan)], "max")[0], sum(role_tokens)
-        # DeepSpeed averages gradients over ranks; scale back so the step is a global token mean.
-        denom = max(total_tokens, 1.0) / self.world_size
+        n_mb = int(self._all_reduce([len(mbs)], "max")[0])
+        mbs = [self._to_device(mb) for mb in mbs] + [
+            self._to_device(null_micro_batch(self.pad_id)) for _ in range(n_mb - len(mbs))
+        ]
         sums: dict[str, float] = {}
         weights: dict[str, float] = {}
         maxes: dict[str, float] = {}
-        real = padded = 0
+        real = sum(mb.real_tokens for mb in mbs)
+        padded = sum(mb.padded_tokens for mb in mbs if mb.real_tokens)
         for p in range(passes):
-            for i in range(int(n_mb)):
-                mb = (
-                    collate_units([units[j] for j in plan[i]], self.pad_id)
-                    if i < len(plan)
-                    else null_micro_batch(self.pad_id)
-                )
-                mb = self._to_device(mb)
+            for i, mb in enumerate(mbs):
                 self.engine.set_gradient_accumulation_boundary(i == n_mb - 1)
-                loss, m = loss_fn(mb, denom, p == 0)
-                self.engine.backward(loss)
+                loss, m = loss_fn(mb, p == 0)
+                self.engine.backward(loss * self.world_size)  # DeepSpeed averages gradients over ranks
                 w = float(mb.n_tokens) if mb.real_tokens else 0.0
                 for k, v in m.items():
                     if k.endswith("_max"):
                         maxes[k] = max(maxes.get(k, 0.0), v if w else 0.0)
-                        continue
-                    # loss terms were divided by the global denominator: undo it, re-mean below
-                    val = v * denom if (k.endswith("_loss") or k == "nll") else v * w
-                    sums[k] = sums.get(k, 0.0) + val
-                    weights[k] = weights.get(k, 0.0) + w
-                if p == 0:
-                    real += mb.real_tokens
-                    padded += mb.padded_tokens if mb.real_tokens else 0
+                    elif k.endswith("_loss") or k == "nll":  # already weighted partial sums
+                        sums[k] = sums.get(k, 0.0) + (v if p == passes - 1 else 0.0)
+                        weights[k] = 1.0
+                    else:
+                        sums[k] = sums.get(k, 0.0) + v * w
+                        weights[k] = weights.get(k, 0.0) + w
+            grad_norm = self._grad_norm()
             self.engine.step()
-            self.version += 1
+            self.steps += 1
         keys = sorted(sums)
         agg = self._all_reduce([sums[k] for k in keys] + [weights[k] for k in keys] + [real, padded])
         mkeys = sorted(maxes)
         mx = self._all_reduce([maxes[k] for k in mkeys], "max") if mkeys else []
         elapsed = time.perf_counter() - t0
         n = len(keys)
-        out = {k: agg[i] / max(agg[n + i], 1.0) for i, k in enumerate(keys)}
+        out = {k: agg[i] / (1.0 if k.endswith("_loss") or k == "nll" else max(agg[n + i], 1.0))
+               for i, k in enumerate(keys)}  # fmt: skip
         out.update(zip(mkeys, mx))
         if "pg_loss" in out or "nll" in out:
             out["loss"] = sum(out.get(k, 0.0) for k in ("pg_loss", "kl_loss", "entropy_loss", "nll"))
         gn = self.engine.get_global_grad_norm()
         out.update(
-            grad_norm=float(gn) if gn is not None else float("nan"),
+            grad_norm=float(gn) if gn is not None else grad_norm,
             tokens=float(total_tokens),
             seq_tokens=float(agg[-2]),
+            processed_per_trained=float(agg[-2]) / max(total_tokens, 1.0),
             padding_frac=1.0 - agg[-2] / max(agg[-1], 1.0),
             micro_batches=float(n_mb),
             step_time_s=elapsed,
             tokens_per_s=agg[-2] * passes / max(elapsed, 1e-9),
-            version=float(self.version),
+            steps=float(self.steps),
             lr=float(self.optimizer.param_groups[0]["lr"]),
         )
         return out
 
     @torch.no_grad()
+    def _grad_norm(self) -> float:
+        """The gradient norm before clipping, where DeepSpeed does not record it (stage 0, fp32)."""
+        if self.zero != 0:
+            return float("nan")
+        norms = [p.grad.detach().float().norm() for p in self.lm.parameters() if p.grad is not None]
+        return float(torch.stack(norms).norm()) if norms else 0.0
+
+    @torch.no_grad()
     def score(self, batch: pa.Table) -> list[list[float]]:
-        """The current policy's logprobs of each row's response tokens (no update), in row order.
-        Used to check engines against the learner and to recompute behaviour logprobs."""
+        """The current policy's logprobs of each row's generated tokens (no update), in row order.
+        Used to check engines against the learner."""
         rows = rows_from_table(batch, where=f"score batch (rank {self.rank})")
         out: list[list[float]] = [[] for _ in rows]
         for idx in plan_micro_batches([len(r) for r in rows], self.lcfg.micro_batch_tokens):
-            mb = self._to_device(collate([rows[j] for j in idx], self.pad_id))
-            logits = self.engine.module(mb.input_ids, mb.attention_mask, mb.select)
-            lp = torch.log_softmax(logits, -1).gather(-1, mb.targets[:, None])[:, 0].cpu().tolist()
+            mb = self._to_device(collate_units([[rows[j]] for j in idx], self.pad_id))
+            lp, _ = self._logprobs(mb, self.engine.module)
+            lp = lp.cpu().tolist()
             pos = 0
             for j in idx:
-                n = rows[j].n_response
+                n = rows[j].n_trained
                 out[j], pos = lp[pos : pos + n], pos + n
         return out
 
     def train(self, batch: pa.Table) -> dict[str, float]:
-        """RL update(s) on TURN_SCHEMA rows (advantages already assigned); returns metrics."""
+        """RL update(s) on TRACE_SCHEMA rows (advantages already assigned); returns metrics."""
         self.engine.train()
         return self._step(batch, self._rl_loss, self.lcfg.updates_per_batch, "train batch")
 
     def sft(self, batch: pa.Table) -> dict[str, float]:
-        """One supervised step: token NLL on the response (loss-mask 1) tokens of each row."""
+        """One supervised step: role-balanced NLL on the generated (loss-mask 1) tokens of each row."""
         self.engine.train()
         return self._step(batch, self._sft_loss, 1, "sft batch")
 
@@ -334,16 +343,19 @@ class Learner:
         for g in self.optimizer.param_groups:
             g["lr"] = lr
 
-    # ---- weights and checkpoints -----------------------------------------------------------
+    # ---- weights ---------------------------------------------------------------------------
+    def _gathered(self, params: list):
+        """Context in which ZeRO-3 partitioned `params` are whole (a no-op below stage 3)."""
+        if self.zero == 3:
+            import deepspeed
+
+            return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+        return nullcontext()
+
     def _full_state(self) -> dict[str, torch.Tensor]:
         """HF-named parameters as fresh CPU tensors (never views of ZeRO's flat buffers; pickling a
         view ships the whole buffer). Collective under ZeRO-3: every rank must call it."""
-        gather = nullcontext()
-        if self.lcfg.zero_stage == 3:
-            import deepspeed
-
-            gather = deepspeed.zero.GatheredParameters(list(self.lm.parameters()), modifier_rank=None)
-        with gather:
+        with self._gathered(list(self.lm.parameters())):
             if self.rank != 0:
                 return {}
             return {n: p.detach().to("cpu", copy=True) for n, p in self.lm.named_parameters()}
@@ -356,86 +368,94 @@ class Learner:
         }
 
     def put_weights(self) -> list:
-        """`[ObjectRef]` of get_weights() put into the object store by this actor (rank 0), so the
-        weights go learner -> engines without a detour through the driver. [] on ranks > 0."""
+        """`[ObjectRef]` of this rank's weights, put into the object store by the learner itself (the
+        driver never holds them); the one copy of the push. [] on ranks > 0. Below ZeRO-3 on CPU the
+        arrays are views of the live fp32 parameters: `ray.put` serialises each view's own bytes."""
         import ray
 
-        w = self.get_weights()
-        return [ray.put(w)] if w else []
+        if self.zero == 3 or self.gpu or self.dtype != torch.float32:
+            state = self.get_weights()
+        elif self.rank != 0:
+            state = {}
+        else:
+            state = {n: p.detach().numpy() for n, p in self.lm.named_parameters()}
+        return [ray.put(state)] if state else []
 
-    # GPU weight path (learner.broadcast.CollectiveBroadcaster); gloo on CPU.
+    # GPU weight path (cluster/weight_sync.py); gloo on CPU.
+    def weight_sync_backend(self) -> str:
+        """ "nccl" when this rank's parameters live on a GPU, else "object_store"."""
+        return "nccl" if self.gpu else "object_store"
+
     def init_weight_group(self, master_addr: str, port: int, world_size: int) -> None:
-        from actors.weight_sync import new_group
+        from cluster.core.collective import new_group
 
-        self._weight_group = new_group(master_addr, port, 0, world_size, "nccl" if on_gpu() else "gloo")
-
-    def _live_named(self) -> list[tuple[str, torch.Tensor]]:
-        if self.lcfg.zero_stage == 3:
-            raise NotImplementedError("collective weight broadcast under ZeRO-3: use the object-store path")
-        return [(n, p.detach()) for n, p in self.lm.named_parameters()]
+        if self.rank == 0:
+            self._weight_group = new_group(master_addr, port, 0, world_size, "nccl" if self.gpu else "gloo")
 
     def weight_meta(self) -> tuple[list[str], list[tuple[int, ...]], list[str]]:
-        from actors.weight_sync import weight_meta
-
-        return weight_meta(self._live_named())
+        """(names, full shapes, dtypes) of the parameters as the engines receive them."""
+        named = list(self.lm.named_parameters())
+        shapes = [tuple(getattr(p, "ds_shape", p.shape)) for _, p in named]
+        return [n for n, _ in named], shapes, [str(p.dtype).removeprefix("torch.") for _, p in named]
 
     def send_weights(self, bucket_bytes: int | None = None) -> None:
-        """Broadcast the live parameters (no host copy; on GPU they stay on the device)."""
-        from actors.weight_sync import DEFAULT_BUCKET_BYTES, send_weights
+        """Broadcast the live parameters bucket by bucket (no host copy: on GPU they stay on the
+        device, in their dtype); under ZeRO-3 each bucket is gathered just before it is sent, so no
+        rank ever holds the whole model. Collective over the learner ranks under ZeRO-3."""
+        from cluster.core.collective import DEFAULT_BUCKET_BYTES, plan_buckets
 
+        names, shapes, dtypes = self.weight_meta()
+        params = [p for _, p in self.lm.named_parameters()]
         group = getattr(self, "_weight_group", None)
-        if group is None:
+        if self.rank == 0 and group is None:
             raise RuntimeError("send_weights before init_weight_group")
-        send_weights(group, self._live_named(), bucket_bytes or DEFAULT_BUCKET_BYTES)
+        for bucket in plan_buckets(shapes, dtypes, bucket_bytes or DEFAULT_BUCKET_BYTES):
+            with self._gathered([params[i] for i in bucket]):
+                if self.rank == 0:
+                    flat = torch.cat([params[i].detach().reshape(-1) for i in bucket])
+                    group.broadcast(flat, 0).wait()
 
     def weights_digest(self) -> str:
-        """sha256 over all parameters (ZeRO-2 replicas must agree bitwise)."""
+        """sha256 over all parameters (data-parallel replicas must agree bitwise)."""
         import hashlib
 
         h = hashlib.sha256()
-        for n, p in self.lm.named_parameters():
-            h.update(n.encode())
-            h.update(p.detach().float().cpu().numpy().tobytes())
+        with self._gathered(list(self.lm.parameters())):
+            for n, p in self.lm.named_parameters():
+                h.update(n.encode())
+                h.update(p.detach().float().cpu().numpy().tobytes())
         return h.hexdigest()
 
-    def save_checkpoint(self, root: str) -> str:
-        """<root>/step-<version>: HF model folder (+ tokenizer) loadable as is by vLLM/transformers,
-        plus `deepspeed/` (ZeRO optimizer shards) and `learner_state.json` for resume. Atomic; keeps
-        the last `learner.keep_checkpoints`. Collective: every rank calls it."""
+    # ---- checkpoints -----------------------------------------------------------------------
+    def save_checkpoint(self, folder: str) -> str:
+        """Write into `folder`: an HF model folder (safetensors + tokenizer) loadable as is by vLLM and
+        transformers, `deepspeed/` (ZeRO optimizer shards) and learner_state.json. The caller
+        publishes the folder (cluster/checkpoint.py). Collective: every rank calls it."""
         import torch.distributed as dist
 
-        tmp = tmp_checkpoint_dir(root, self.version)
+        out = Path(folder)
         if self.rank == 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
         dist.barrier()
-        self.engine.save_checkpoint(str(tmp / "deepspeed"), tag="state")
+        self.engine.save_checkpoint(str(out / "deepspeed"), tag="state")
         state = self._full_state()
         if self.rank == 0:
-            self.lm.save_pretrained(tmp, state_dict=state, safe_serialization=True)
-            self.tokenizer.save_pretrained(tmp)
-            (tmp / "learner_state.json").write_text(
-                json.dumps(
-                    {"version": self.version, "base_model": self.model_path, "world_size": self.world_size}
-                )
-            )
+            self.lm.save_pretrained(out, state_dict=state, safe_serialization=True)
+            self.tokenizer.save_pretrained(out)
+            (out / STATE_FILE).write_text(json.dumps(
+                {"steps": self.steps, "base_model": self.model_path, "world_size": self.world_size}))  # fmt: skip
         dist.barrier()
-        final = (
-            finalize_checkpoint(root, tmp, self.version, self.lcfg.keep_checkpoints)
-            if self.rank == 0
-            else None
-        )
-        dist.barrier()
-        return str(final) if final else str(Path(root) / tmp.name.removeprefix(".tmp-"))
+        return str(out)
 
-    def load_checkpoint(self, path: str) -> int:
-        """Resume from a folder written by save_checkpoint (or the newest one under a root)."""
-        ckpt = resolve_checkpoint(path)
+    def load_checkpoint(self, folder: str) -> int:
+        """Resume from a folder written by save_checkpoint; returns the optimizer steps it had."""
+        ckpt = Path(folder)
         load_path, _ = self.engine.load_checkpoint(str(ckpt / "deepspeed"), tag="state")
         if load_path is None:
             raise FileNotFoundError(f"{ckpt}/deepspeed: no DeepSpeed state with tag 'state'")
-        self.version = int(json.loads((ckpt / "learner_state.json").read_text())["version"])
-        return self.version
+        self.steps = int(json.loads((ckpt / STATE_FILE).read_text())["steps"])
+        return self.steps
 
     def ping(self) -> str:
         return f"learner-{self.rank}"

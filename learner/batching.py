@@ -1,14 +1,21 @@
-"""Turn rows -> length-bucketed micro-batches under a token budget, and whole-sequence sharding.
+"""Trace rows -> length-bucketed micro-batches under a token budget, per-token loss weights, sharding.
 
-Rows are sorted by length and packed greedily so that (rows x longest row) stays within the token
-budget: neighbours in length share a micro-batch, so right-padding stays small without the
+A row is one trace: token ids with the generated spans marked (loss mask 1; observations and
+prompts 0). Rows are sorted by length and packed greedily so that (rows x longest row) stays within
+the token budget: neighbours in length share a micro-batch, so right-padding stays small without the
 block-diagonal attention masks that true packing needs on non-flash attention kernels.
 
-Shared prompts: GRPO samples of one task start from the same prompt, and the N extractor candidates
-of one trajectory share a long one. Rows with identical prompt ids form a unit computed as one
-sequence `prompt + response_1 + ... + response_m`: each response attends to the prompt and to itself
-(a per-row boolean attention mask, position ids restarting after the prompt), so the prompt is
-encoded once instead of m times. The logprobs are those of the separate rows (tests/test_learner_units.py).
+Shared prompts: the G GRPO samples of one task start from the same prompt, and the N extractor
+candidates of one trajectory share a long one. Rows with identical ids before their first generated
+token form a unit computed as one sequence `prompt + rest_1 + ... + rest_m`: each rest attends to the
+prompt and to itself (a per-row boolean attention mask, position ids restarting after the prompt),
+so the prompt is encoded once instead of m times. The logprobs are those of the separate rows
+(tests/test_learner_units.py).
+
+Loss aggregation (`learner.loss_agg`) is a per-token weight computed here: token_mean = 1 / (all
+trained tokens); sample_mean = 1 / (tokens of the token's sample x number of samples), a sample being
+every row with the same sample_id (one episode, or one extraction). Totals are global over ranks;
+`shard_by_samples` keeps a sample's rows on one rank.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from cluster.roles import ROLES
+from cluster.core.roles import ROLES
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -26,57 +33,66 @@ if TYPE_CHECKING:
 
 @dataclass
 class Row:
-    """One Turn as the learner needs it: full sequence, where the response starts, and its signals."""
+    """One trace as the learner needs it."""
 
     ids: list[int]
-    response_start: int
-    behaviour_logprobs: list[float]
-    advantage: float
+    spans: list[tuple[int, int]]
+    behaviour_logprobs: list[float]  # one per generated token, or [] (recomputed in the first pass)
+    advantages: list[float]  # one per span
     role: str
+    sample_id: str = ""
 
     def __len__(self) -> int:
         return len(self.ids)
 
     @property
-    def n_response(self) -> int:
-        return len(self.ids) - self.response_start
+    def prompt_len(self) -> int:
+        """Tokens before the first generated one: what rows may share."""
+        return self.spans[0][0]
+
+    @property
+    def n_trained(self) -> int:
+        return sum(b - a for a, b in self.spans)
+
+    def token_advantages(self) -> list[float]:
+        return [adv for (a, b), adv in zip(self.spans, self.advantages) for _ in range(b - a)]
+
+    def targets(self) -> list[int]:
+        return [t for a, b in self.spans for t in self.ids[a:b]]
 
 
 def rows_from_table(table: pa.Table, where: str = "batch") -> list[Row]:
-    """Validate a TURN_SCHEMA table and convert it; errors name the record (episode/turn) and field."""
-    from cluster.records import TURN_SCHEMA  # pyarrow: not needed by the torch-only GPU smoke check
+    """Validate a TRACE_SCHEMA table and convert it; errors name the record (sample/turn) and field."""
+    from cluster.core.records import TRACE_SCHEMA  # pyarrow: not needed by the torch-only GPU smoke check
 
-    missing = [f.name for f in TURN_SCHEMA if f.name not in table.column_names]
+    missing = [f.name for f in TRACE_SCHEMA if f.name not in table.column_names]
     if missing:
-        raise ValueError(f"{where}: table lacks TURN_SCHEMA columns {missing}")
-    cols = {
-        k: table.column(k).to_pylist()
-        for k in (
-            "episode_id",
-            "turn",
-            "role",
-            "prompt_ids",
-            "response_ids",
-            "response_logprobs",
-            "advantage",
-        )
-    }
+        raise ValueError(f"{where}: table lacks TRACE_SCHEMA columns {missing}")
+    keys = ("sample_id", "first_turn", "role", "token_ids", "spans", "behaviour_logprobs", "advantages")
+    cols = {k: table.column(k).to_pylist() for k in keys}
     rows = []
     for i in range(table.num_rows):
-        rec = f"{where}: record {i} (episode {cols['episode_id'][i]!r}, turn {cols['turn'][i]})"
-        prompt, resp, lps = cols["prompt_ids"][i], cols["response_ids"][i], cols["response_logprobs"][i]
-        role, adv = cols["role"][i], cols["advantage"][i]
-        if not prompt:
-            raise ValueError(f"{rec}: prompt_ids is empty (the first response token needs a context)")
-        if not resp:
-            raise ValueError(f"{rec}: response_ids is empty")
-        if lps is None or len(lps) != len(resp):
-            raise ValueError(f"{rec}: {len(resp)} response_ids but {len(lps or [])} response_logprobs")
+        rec = f"{where}: record {i} (sample {cols['sample_id'][i]!r}, turn {cols['first_turn'][i]})"
+        ids, spans = cols["token_ids"][i] or [], [tuple(s) for s in cols["spans"][i] or []]
+        lps, advs, role = cols["behaviour_logprobs"][i] or [], cols["advantages"][i], cols["role"][i]
+        if not spans:
+            raise ValueError(f"{rec}: no generated span")
+        last = 0
+        for a, b in spans:
+            if not max(1, last) <= a < b <= len(ids):
+                raise ValueError(f"{rec}: span [{a}, {b}) out of order or outside {len(ids)} tokens")
+            last = b
+        n = sum(b - a for a, b in spans)
+        if lps and len(lps) != n:
+            raise ValueError(f"{rec}: {n} generated tokens but {len(lps)} behaviour_logprobs")
+        if advs is None or len(advs) != len(spans):
+            raise ValueError(f"{rec}: {len(spans)} spans but {len(advs or [])} advantages")
+        if any(a is None or a != a for a in advs):
+            raise ValueError(f"{rec}: advantage is {next(a for a in advs if a is None or a != a)!r}")
         if role not in ROLES:
             raise ValueError(f"{rec}: role {role!r} not in {ROLES}")
-        if adv is None or adv != adv:
-            raise ValueError(f"{rec}: advantage is {adv!r}")
-        rows.append(Row(list(prompt) + list(resp), len(prompt), [float(x) for x in lps], float(adv), role))
+        sid = cols["sample_id"][i] or f"row-{i}"
+        rows.append(Row(list(ids), spans, [float(x) for x in lps], [float(a) for a in advs], role, sid))
     return rows
 
 
@@ -95,31 +111,51 @@ def plan_micro_batches(lengths: list[int], token_budget: int) -> list[list[int]]
     return batches
 
 
-def shard_by_tokens(lengths: list[int], world_size: int) -> list[list[int]]:
-    """Whole sequences to ranks, balancing token counts (longest first to the least-loaded rank)."""
+def shard_by_samples(lengths: list[int], sample_ids: list[str], world_size: int) -> list[list[int]]:
+    """Rows to ranks, whole samples together, balancing token counts (largest sample first to the
+    least-loaded rank)."""
+    samples: dict[str, list[int]] = {}
+    for i, s in enumerate(sample_ids):
+        samples.setdefault(s, []).append(i)
+    units = sorted(samples.values(), key=lambda idx: (-sum(lengths[i] for i in idx), idx[0]))
     shards: list[list[int]] = [[] for _ in range(world_size)]
     load = [0] * world_size
-    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+    for idx in units:
         r = min(range(world_size), key=lambda k: (load[k], k))
-        shards[r].append(i)
-        load[r] += lengths[i]
+        shards[r] += idx
+        load[r] += sum(lengths[i] for i in idx)
     return [sorted(s) for s in shards]
+
+
+def token_weights(
+    rows: list[Row], loss_agg: str, total_tokens: float, total_samples: float
+) -> list[list[float]]:
+    """Per-row, per-trained-token aggregation weights (see module doc); totals are global."""
+    if loss_agg == "token_mean":
+        w = 1.0 / max(total_tokens, 1.0)
+        return [[w] * r.n_trained for r in rows]
+    if loss_agg != "sample_mean":
+        raise ValueError(f"loss_agg {loss_agg!r}: expected sample_mean or token_mean")
+    per_sample: dict[str, int] = {}
+    for r in rows:
+        per_sample[r.sample_id] = per_sample.get(r.sample_id, 0) + r.n_trained
+    return [[1.0 / (max(per_sample[r.sample_id], 1) * max(total_samples, 1.0))] * r.n_trained for r in rows]
 
 
 def plan_units(rows: list[Row], share_prompts: bool, token_budget: int) -> list[list[int]]:
     """Row indices grouped into units that share a prompt (one row per unit without sharing); a unit
-    stays within `token_budget` (prompt + its responses) unless a single row is longer."""
+    stays within `token_budget` (prompt + its rests) unless a single row is longer."""
     if not share_prompts:
         return [[i] for i in range(len(rows))]
     by_prompt: dict[tuple[int, ...], list[int]] = {}
     for i, r in enumerate(rows):
-        by_prompt.setdefault(tuple(r.ids[: r.response_start]), []).append(i)
+        by_prompt.setdefault(tuple(r.ids[: r.prompt_len]), []).append(i)
     units: list[list[int]] = []
     for idx in by_prompt.values():
-        p = rows[idx[0]].response_start
+        p = rows[idx[0]].prompt_len
         cur: list[int] = []
         for i in idx:
-            if cur and p + sum(rows[j].n_response for j in cur) + rows[i].n_response > token_budget:
+            if cur and p + sum(len(rows[j]) - p for j in cur) + len(rows[i]) - p > token_budget:
                 units.append(cur)
                 cur = []
             cur.append(i)
@@ -128,19 +164,19 @@ def plan_units(rows: list[Row], share_prompts: bool, token_budget: int) -> list[
 
 
 def unit_length(rows: list[Row]) -> int:
-    return rows[0].response_start + sum(r.n_response for r in rows)
+    p = rows[0].prompt_len
+    return p + sum(len(r) - p for r in rows)
 
 
 @dataclass
 class MicroBatch:
-    """Right-padded tensors; `select[b, t]` marks positions t whose next token (t+1) is trained on.
+    """Right-padded tensors; `select` marks the positions whose next token is trained on.
 
-    Per-token tensors (targets, behaviour, advantage, role index) are flat, in the row-major order of
-    `select`, i.e. aligned with `hidden[:, :-1][select]`. With shared prompts (`collate_units`),
-    `attention_mask` is a boolean (rows, L, L) "may attend" mask, `position_ids` is set and `select`
-    holds flat indices into `hidden.reshape(rows * L, -1)` (a prompt's last position predicts the first
-    token of every response, so one position can be selected more than once).
-    """
+    Per-token tensors (targets, behaviour, advantage, role index, weight) are flat, in the order of
+    `select`, i.e. aligned with `hidden[:, :-1][select]` (or, with shared prompts, with
+    `hidden.reshape(rows * L, -1)[select]`: `attention_mask` is then a boolean (rows, L, L) "may
+    attend" mask and `position_ids` is set). `behaviour_logprobs` holds NaN where the learner must
+    recompute them. `weights` are the aggregation weights of module doc."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
@@ -148,7 +184,8 @@ class MicroBatch:
     targets: torch.Tensor
     behaviour_logprobs: torch.Tensor
     advantages: torch.Tensor
-    role_index: torch.Tensor  # index into ROLES
+    role_index: torch.Tensor  # index into ROLES; -1 = padding (all coefficients 0)
+    weights: torch.Tensor
     real_tokens: int  # non-pad tokens
     padded_tokens: int  # rows x max length
     position_ids: torch.Tensor | None = None
@@ -158,81 +195,92 @@ class MicroBatch:
         return int(self.targets.numel())
 
 
-def collate(rows: list[Row], pad_id: int) -> MicroBatch:
+def _token_fields(rows: list[Row], weights: list[list[float]]) -> dict[str, torch.Tensor]:
+    beh, adv, role, w = [], [], [], []
+    for r, rw in zip(rows, weights):
+        beh += r.behaviour_logprobs or [float("nan")] * r.n_trained
+        adv += r.token_advantages()
+        role += [ROLES.index(r.role)] * r.n_trained
+        w += rw
+    return {
+        "behaviour_logprobs": torch.tensor(beh, dtype=torch.float32),
+        "advantages": torch.tensor(adv, dtype=torch.float32),
+        "role_index": torch.tensor(role, dtype=torch.long),
+        "weights": torch.tensor(w, dtype=torch.float64),
+    }
+
+
+def collate(rows: list[Row], pad_id: int, weights: list[list[float]] | None = None) -> MicroBatch:
+    weights = weights if weights is not None else [[1.0] * r.n_trained for r in rows]
     length = max(len(r) for r in rows)
     n = len(rows)
     ids = torch.full((n, length), pad_id, dtype=torch.long)
     att = torch.zeros((n, length), dtype=torch.long)
     select = torch.zeros((n, length - 1), dtype=torch.bool)
-    beh, adv, role = [], [], []
     for b, r in enumerate(rows):
         ids[b, : len(r)] = torch.tensor(r.ids)
         att[b, : len(r)] = 1
-        select[b, r.response_start - 1 : len(r) - 1] = True
-        beh += r.behaviour_logprobs
-        adv += [r.advantage] * r.n_response
-        role += [ROLES.index(r.role)] * r.n_response
+        for a, e in r.spans:
+            select[b, a - 1 : e - 1] = True  # position t predicts token t + 1
     return MicroBatch(
         input_ids=ids,
         attention_mask=att,
         select=select,
         targets=ids[:, 1:][select],
-        behaviour_logprobs=torch.tensor(beh, dtype=torch.float32),
-        advantages=torch.tensor(adv, dtype=torch.float32),
-        role_index=torch.tensor(role, dtype=torch.long),
         real_tokens=sum(len(r) for r in rows),
         padded_tokens=n * length,
+        **_token_fields(rows, weights),
     )
 
 
-def collate_units(units: list[list[Row]], pad_id: int) -> MicroBatch:
-    """One sequence per unit (a prompt and the responses that share it); plain `collate` when no unit
-    has more than one response."""
+def collate_units(
+    units: list[list[Row]], pad_id: int, weights: list[list[list[float]]] | None = None
+) -> MicroBatch:
+    """One sequence per unit (a prompt and the rows that share it); plain `collate` when no unit
+    has more than one row."""
+    weights = weights if weights is not None else [[[1.0] * r.n_trained for r in u] for u in units]
     if all(len(u) == 1 for u in units):
-        return collate([u[0] for u in units], pad_id)
+        return collate([u[0] for u in units], pad_id, [w[0] for w in weights])
     length = max(unit_length(u) for u in units)
     n = len(units)
     ids = torch.full((n, length), pad_id, dtype=torch.long)
     allow = torch.eye(length, dtype=torch.bool).repeat(n, 1, 1)  # pads attend to themselves: no empty row
     pos = torch.zeros((n, length), dtype=torch.long)
-    select, targets, beh, adv, role = [], [], [], [], []
+    select: list[int] = []
+    targets: list[int] = []
     for b, unit in enumerate(units):
-        p = unit[0].response_start
+        p = unit[0].prompt_len
         ids[b, :p] = torch.tensor(unit[0].ids[:p])
         allow[b, :p, :p] = torch.tril(torch.ones(p, p, dtype=torch.bool))
         pos[b, :p] = torch.arange(p)
-        s = p
+        s = p  # where this row's rest starts in the packed sequence
         for r in unit:
-            k = r.n_response
+            k = len(r) - p
             ids[b, s : s + k] = torch.tensor(r.ids[p:])
             allow[b, s : s + k, :p] = True
             allow[b, s : s + k, s : s + k] = torch.tril(torch.ones(k, k, dtype=torch.bool))
             pos[b, s : s + k] = torch.arange(p, p + k)
-            # the prompt's last position predicts the first response token; then each token the next
-            select += [b * length + p - 1] + [b * length + s + t for t in range(k - 1)]
-            targets += r.ids[p:]
-            beh += r.behaviour_logprobs
-            adv += [r.advantage] * k
-            role += [ROLES.index(r.role)] * k
+            for a, e in r.spans:  # token t of the row (t >= p) sits at s + t - p; t is predicted at t - 1
+                for t in range(a, e):
+                    select.append(b * length + (p - 1 if t == p else s + t - p - 1))
+            targets += r.targets()
             s += k
     return MicroBatch(
         input_ids=ids,
         attention_mask=allow,
         select=torch.tensor(select, dtype=torch.long),
         targets=torch.tensor(targets, dtype=torch.long),
-        behaviour_logprobs=torch.tensor(beh, dtype=torch.float32),
-        advantages=torch.tensor(adv, dtype=torch.float32),
-        role_index=torch.tensor(role, dtype=torch.long),
         real_tokens=sum(unit_length(u) for u in units),
         padded_tokens=n * length,
         position_ids=pos,
+        **_token_fields([r for u in units for r in u], [w for uw in weights for w in uw]),
     )
 
 
 def null_micro_batch(pad_id: int) -> MicroBatch:
-    """A 2-token row with advantage 0 and role index -1 (all coefficients 0): a rank with fewer
-    micro-batches than its peers runs these so every rank makes the same number of collectives."""
-    mb = collate([Row([pad_id, pad_id], 1, [0.0], 0.0, ROLES[0])], pad_id)
+    """A 2-token row with advantage 0, role index -1 and weight 0: a rank with fewer micro-batches
+    than its peers runs these so every rank makes the same number of collectives."""
+    mb = collate([Row([pad_id, pad_id], [(1, 2)], [0.0], [0.0], ROLES[0])], pad_id, [[0.0]])
     mb.role_index = torch.full_like(mb.role_index, -1)
     mb.real_tokens = 0
     return mb

@@ -11,8 +11,8 @@ import logging
 import numpy as np
 import pyarrow as pa
 
-from cluster.config import Config
-from learner.batching import shard_by_tokens
+from cluster.core.config import Config
+from learner.batching import shard_by_samples
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ class LearnerGroup:
     def __init__(
         self,
         cfg: Config,
-        num_cpus_per_learner: float = 1.0,
+        num_cpus_per_learner: float | None = None,
         timeout_s: float = 1800.0,
         name_prefix: str = "learner",
     ) -> None:
@@ -37,6 +37,8 @@ class LearnerGroup:
         self.actors: list = []
         m = cfg.learner.num_learners
         gpus = cfg.learner.num_gpus_per_learner
+        if num_cpus_per_learner is None:
+            num_cpus_per_learner = cfg.learner.num_cpus_per_learner
         bundle = {"CPU": num_cpus_per_learner, **({"GPU": gpus} if gpus else {})}
         self.pg = placement_group([dict(bundle) for _ in range(m)], strategy="PACK")
         try:
@@ -82,11 +84,10 @@ class LearnerGroup:
         return len(self.actors)
 
     def _shards(self, table: pa.Table) -> list[pa.Table]:
-        lengths = [
-            len(p) + len(r)
-            for p, r in zip(table.column("prompt_ids").to_pylist(), table.column("response_ids").to_pylist())
-        ]
-        return [table.take(idx) for idx in shard_by_tokens(lengths, self.size)]
+        """Whole samples (an episode's traces, an extraction) per rank, balanced by tokens."""
+        lengths = [len(ids) for ids in table.column("token_ids").to_pylist()]
+        idx = shard_by_samples(lengths, table.column("sample_id").to_pylist(), self.size)
+        return [table.take(i) for i in idx]
 
     def train(self, table: pa.Table) -> dict[str, float]:
         shards = self._shards(table)
@@ -96,25 +97,37 @@ class LearnerGroup:
         shards = self._shards(table)
         return self._get([a.sft.remote(s) for a, s in zip(self.actors, shards)], "sft")[0]
 
+    def score(self, table: pa.Table) -> list[list[float]]:
+        """The policy's logprobs of the generated tokens of every row (all ranks take part: under
+        ZeRO-3 a forward gathers parameters from every rank)."""
+        return self._get([a.score.remote(table) for a in self.actors], "score")[0]
+
     def set_lr(self, lr: float) -> None:
         self._get([a.set_lr.remote(lr) for a in self.actors], "set_lr")
 
     def weights(self) -> dict[str, np.ndarray]:
-        """Full HF-named weights from rank 0 (all ranks take part: ZeRO-3 gathers)."""
+        """Full HF-named weights from rank 0, through the driver (tests and tools; training pushes
+        with cluster/weight_sync.py, which never moves weights through the driver)."""
         return self._get([a.get_weights.remote() for a in self.actors], "get_weights")[0]
 
-    def weights_ref(self):
-        """ObjectRef of the weights, put by rank 0 itself (no copy through the driver)."""
-        return self._get([a.put_weights.remote() for a in self.actors], "put_weights")[0][0]
+    def weights_ref(self) -> list:
+        """[ObjectRef] of the weights, put by rank 0 itself (all ranks take part: ZeRO-3 gathers);
+        the list keeps Ray from resolving the ref on the way through the driver."""
+        return self._get([a.put_weights.remote() for a in self.actors], "put_weights")[0]
+
+    def call(self, method: str, *args) -> list:
+        """`method(*args)` on every rank (collectives need all of them); every rank's answer."""
+        return self._get([getattr(a, method).remote(*args) for a in self.actors], method)
 
     def digests(self) -> list[str]:
         return self._get([a.weights_digest.remote() for a in self.actors], "weights_digest")
 
-    def save(self, root: str) -> str:
-        return self._get([a.save_checkpoint.remote(root) for a in self.actors], "save_checkpoint")[0]
+    def save(self, folder: str) -> str:
+        """Every rank writes its part into `folder` (the caller publishes it)."""
+        return self._get([a.save_checkpoint.remote(folder) for a in self.actors], "save_checkpoint")[0]
 
-    def load(self, path: str) -> int:
-        return self._get([a.load_checkpoint.remote(path) for a in self.actors], "load_checkpoint")[0]
+    def load(self, folder: str) -> int:
+        return self._get([a.load_checkpoint.remote(folder) for a in self.actors], "load_checkpoint")[0]
 
     def shutdown(self) -> None:
         import ray

@@ -2,9 +2,10 @@
 
 Every function takes flat per-token tensors (one entry per generated token of the micro-batch,
 already aligned: logprobs[i] is the log-probability of token i), a 0/1 `mask` (only mask-1 tokens
-count) and an optional `denom`: the number of mask-1 tokens of the *whole* batch across all
-micro-batches and ranks. Dividing every micro-batch by the global count makes the accumulated
-gradient a true token mean over the batch, however the batch was split (token-mean aggregation).
+count) and either an optional `denom` (the number of mask-1 tokens of the *whole* batch across all
+micro-batches and ranks: a token mean however the batch was split) or per-token `weights` (the
+learner's aggregation weights, learner/batching.py: token_mean or sample_mean over the global
+batch); with weights the term is sum(value * weight).
 
 Each returns `(scalar loss, metrics)`; metrics are detached Python floats for logging. No I/O.
 
@@ -29,9 +30,17 @@ def _denom(mask: torch.Tensor, denom: float | int | torch.Tensor | None) -> torc
     return d.clamp(min=1.0)
 
 
-def token_mean(values: torch.Tensor, mask: torch.Tensor, denom: float | int | None = None) -> torch.Tensor:
-    """Sum of values over mask-1 tokens divided by the (batch-wide) token count."""
+def token_mean(
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    denom: float | int | None = None,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Sum of values over mask-1 tokens divided by the (batch-wide) token count, or, given per-token
+    aggregation weights, sum(values * weights * mask)."""
     mask = mask.to(values.dtype)
+    if weights is not None:
+        return (values * mask * weights.to(values.dtype)).sum()
     return (values * mask).sum() / _denom(mask, denom)
 
 
@@ -44,6 +53,7 @@ def policy_gradient_loss(
     eps_low: float = 0.1,
     eps_high: float = 0.15,
     denom: float | int | None = None,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, Metrics]:
     """Token-level clipped surrogate with asymmetric clipping (the DAPO "clip-higher" form).
 
@@ -60,7 +70,7 @@ def policy_gradient_loss(
     per_token = -torch.minimum(unclipped, clipped)
     if role_weights is not None:
         per_token = per_token * role_weights
-    loss = token_mean(per_token, mask, denom)
+    loss = token_mean(per_token, mask, denom, weights)
     with torch.no_grad():
         n = mask.sum().clamp(min=1.0)
         clipped_hi = ((ratio > 1.0 + eps_high) & (advantages > 0)).to(mask.dtype)
@@ -81,6 +91,7 @@ def kl_penalty(
     mask: torch.Tensor,
     coef: torch.Tensor | float,
     denom: float | int | None = None,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, Metrics]:
     """Low-variance, always non-negative KL(current || reference) estimator (Schulman's k3).
 
@@ -90,7 +101,7 @@ def kl_penalty(
     mask = mask.to(logprobs.dtype)
     d = ref_logprobs - logprobs
     k3 = torch.exp(d) - d - 1.0
-    loss = token_mean(k3 * coef, mask, denom)
+    loss = token_mean(k3 * coef, mask, denom, weights)
     with torch.no_grad():
         kl = float((k3 * mask).sum() / mask.sum().clamp(min=1.0))
     return loss, {"kl": kl, "kl_loss": float(loss.detach())}
@@ -107,20 +118,24 @@ def entropy_loss(
     mask: torch.Tensor,
     coef: torch.Tensor | float,
     denom: float | int | None = None,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, Metrics]:
     """Entropy term `-coef * entropy` (positive coef = bonus, negative = penalty; see module doc)."""
     mask = mask.to(entropy.dtype)
-    loss = token_mean(-coef * entropy, mask, denom)
+    loss = token_mean(-coef * entropy, mask, denom, weights)
     with torch.no_grad():
         ent = float((entropy * mask).sum() / mask.sum().clamp(min=1.0))
     return loss, {"entropy": ent, "entropy_loss": float(loss.detach())}
 
 
 def sft_loss(
-    logprobs: torch.Tensor, mask: torch.Tensor, denom: float | int | None = None
+    logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    denom: float | int | None = None,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, Metrics]:
     """Supervised token NLL over loss-masked tokens (warm start on demonstrations)."""
-    loss = token_mean(-logprobs, mask, denom)
+    loss = token_mean(-logprobs, mask, denom, weights)
     return loss, {"nll": float(loss.detach())}
 
 

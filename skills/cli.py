@@ -1,9 +1,10 @@
 """`evorl skills list|show|export|import --library DIR`: inspect and move skill libraries.
 
 Export writes `<out>.jsonl` (one record per skill: skill, provenance, stats, status, embedding) and
-`<out>.md` (the Markdown cards the solver sees). Import reads such a JSONL (or bare skill objects,
-one per line), validates every line, and adds the skills through the library's merge rules; each
-import is saved as a new library version.
+`<out>.md` (the Markdown cards the solver sees). Import reads any number of files, each told apart by
+its content (skills.importer: export records, skill JSON in either schema, raw extractor responses),
+refuses every bad record with a named reason, and adds the rest through the library's merge rules
+as candidates with zero trials; each import is saved as a new library version.
 """
 
 from __future__ import annotations
@@ -38,9 +39,14 @@ def add_commands(sub, data_sub) -> None:
     q.add_argument("--status", choices=["candidate", "accepted", "retired"], help="only this status")
     q.set_defaults(func=cmd_export)
 
-    q = ssub.add_parser("import", help="add skills from a JSONL file (export records or bare skills)")
+    q = ssub.add_parser(
+        "import", help="add skills from files: export records, skill JSON, raw extractor responses"
+    )
     lib_arg(q)
-    q.add_argument("file", help="JSONL file")
+    q.add_argument("files", nargs="+", help="files of any of those kinds (JSON, JSONL or text)")
+    q.add_argument(
+        "--schema", choices=["paper", "strict"], default="paper", help="validation rules (default paper)"
+    )
     q.set_defaults(func=cmd_import)
 
 
@@ -107,7 +113,7 @@ def cmd_show(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from cluster.storage import atomic_write_bytes
+    from cluster.core.storage import atomic_write_bytes
     from skills.library import entry_record
     from skills.schema import render_card
 
@@ -129,31 +135,26 @@ def cmd_export(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from skills.library import LibraryError, entry_from_record
+    from skills.importer import read_skills
+    from skills.library import Provenance
 
-    src = Path(args.file)
-    if not src.is_file():
-        print(f"error: {src} not found", file=sys.stderr)
+    found = [r for f in args.files for r in read_skills(f, schema=args.schema)]
+    refused = [r for r in found if r.skill is None]
+    for r in refused:
+        print(f"refused {r.where}: {r.reason}", file=sys.stderr)
+    good = [r for r in found if r.skill is not None]
+    if not good:
+        print(f"error: no valid skill in {', '.join(args.files)}", file=sys.stderr)
         return 1
-    entries = []
-    for n, line in enumerate(src.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            entries.append(entry_from_record(json.loads(line), f"{src}:{n}"))
-        except json.JSONDecodeError as e:
-            print(f"error: {src}:{n}: not JSON ({e})", file=sys.stderr)
-            return 1
-        except LibraryError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
     Path(args.library).mkdir(parents=True, exist_ok=True)
     lib = _open(args)
     if lib is None:
         return 1
     before = len(lib)
-    for e in entries:
-        lib.add(e.skill, e.provenance, e.embedding, e.stats, e.status)
+    for r in good:  # a candidate with zero trials: an import earns nothing
+        lib.add(r.skill, Provenance(f"import:{r.where}", 0, 0, r.skill.metadata.source_task_type))
     path = lib.save()
-    print(f"imported {len(entries)} skills ({len(lib) - before} new, the rest merged) -> {path}")
-    return 0
+    print(
+        f"imported {len(good)} skills ({len(lib) - before} new, the rest merged), refused {len(refused)} -> {path}"
+    )
+    return 1 if refused else 0

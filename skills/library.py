@@ -26,7 +26,7 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cluster.storage import atomic_write_bytes
+from cluster.core.storage import atomic_write_bytes
 from skills.schema import Skill, SkillValidationError, validate_skill_dict
 from skills.stats import SkillStats
 
@@ -396,35 +396,3 @@ def entry_record(entry: LibraryEntry, confidence: float = 0.9) -> dict:
         "embedding": entry.embedding,
         "merged_ids": entry.merged_ids,
     }
-
-
-def entry_from_record(rec: dict, where: str) -> LibraryEntry:
-    """Inverse of entry_record; also accepts a bare skill object. Errors name `where` and the field."""
-    if not isinstance(rec, dict):
-        raise LibraryError(f"{where}: expected a JSON object")
-    raw_skill = rec.get("skill", rec)
-    try:
-        skill = validate_skill_dict(raw_skill, max_chars=_RELOAD_MAX_CHARS)
-    except SkillValidationError as e:
-        raise LibraryError(f"{where}: skill: {e}") from None
-    try:
-        prov = Provenance(
-            **rec.get("provenance", {"source_task_id": "", "iteration": 0, "policy_version": 0})
-        )
-        st = rec.get("stats", {})
-        stats = SkillStats(
-            int(st.get("trials", 0)),
-            int(st.get("wins", 0)),
-            int(st.get("baseline_trials", 0)),
-            int(st.get("baseline_wins", 0)),
-            int(st.get("failed", 0)),
-        )
-    except (TypeError, ValueError) as e:
-        raise LibraryError(f"{where}: provenance/stats: {e}") from None
-    status = rec.get("status", "candidate")
-    if status not in STATUSES:
-        raise LibraryError(f"{where}: status {status!r} not in {STATUSES}")
-    embedding = rec.get("embedding") or []
-    if not isinstance(embedding, list) or not all(isinstance(x, int | float) for x in embedding):
-        raise LibraryError(f"{where}: embedding must be a list of numbers")
-    return LibraryEntry(skill, prov, stats, status, [float(x) for x in embedding])

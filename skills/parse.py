@@ -1,8 +1,8 @@
 """Model output -> Skill or a reason. The extractor's format reward is read off this result.
 
 Models write analysis first, fence the JSON or not, and keep talking afterwards; the skill is the
-last complete top-level JSON object in the text (preferring one that looks like a skill over a
-stray `{}` in trailing chatter). Reasons are stable codes so they can be counted in metrics:
+complete top-level JSON object with the most skill keys (then the longest, then the latest), so a
+stray `{}` in trailing chatter or a short format example never wins. Reasons are stable codes so they can be counted in metrics:
 no_json, invalid_json, missing_field:<f>, wrong_type:<f>, bad_name, too_long[:<f>].
 """
 
@@ -12,12 +12,13 @@ import json
 import re
 from dataclasses import dataclass
 
+from cluster.core.text import sanitize
 from skills.schema import (
     DEFAULT_MAX_SKILL_CHARS,
     TOP_LEVEL_FIELDS,
+    SchemaName,
     Skill,
     SkillValidationError,
-    clean_text,
     validate_skill_dict,
 )
 
@@ -48,26 +49,27 @@ class ParseResult:
         return None if self.reason is None else self.reason.split(":", 1)[0]
 
 
-def _scan(text: str) -> tuple[list[dict], bool]:
-    """Top-level JSON objects in `text` (nested ones skipped), and whether a JSON-looking `{"` failed.
+def _scan(text: str) -> tuple[list[tuple[dict, int]], bool]:
+    """Top-level JSON objects in `text` with their lengths (nested ones skipped), and whether a
+    JSON-looking `{"` failed.
 
     A failed `{"...` is an attempted object that never closed (truncated) or is malformed; objects
     decoded after it are usually its own nested parts, which must not pass for the answer.
     """
     decoder = json.JSONDecoder()
-    found: list[dict] = []
+    found: list[tuple[dict, int]] = []
     failed_json_like = False
     i = text.find("{")
     while i != -1:
         try:
             obj, end = decoder.raw_decode(text, i)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # RecursionError: nested past the stack
             if _OBJECT_START_RE.match(text, i):
                 failed_json_like = True
             i = text.find("{", i + 1)
             continue
         if isinstance(obj, dict):
-            found.append(obj)
+            found.append((obj, end - i))
         i = text.find("{", end)
     return found, failed_json_like
 
@@ -75,36 +77,42 @@ def _scan(text: str) -> tuple[list[dict], bool]:
 def find_final_json(text: str) -> tuple[dict | None, str | None]:
     """(object, None) for the final JSON object, else (None, 'no_json' | 'invalid_json').
 
-    Preference: the last object that has a top-level skill key; else, when an attempted object
-    failed to decode, invalid_json; else the last object (validation then names what is missing).
+    Preference (the authors' rule): the object with the most top-level skill keys, then the longer,
+    then the later one; else, when an attempted object failed to decode, invalid_json; else the last
+    object (validation then names what is missing).
     """
     if "{" not in text:
         return None, "no_json"
     objects, failed_json_like = _scan(text)
-    skill_like = [o for o in objects if any(k in o for k in TOP_LEVEL_FIELDS)]
+    ranked = [(sum(k in o for k in TOP_LEVEL_FIELDS), n, i, o) for i, (o, n) in enumerate(objects)]
+    skill_like = [r for r in ranked if r[0] > 0]
     if skill_like:
-        return skill_like[-1], None
+        return max(skill_like, key=lambda r: r[:3])[3], None
     if failed_json_like:
         return None, "invalid_json"
     if not objects:
         return None, "no_json"  # braces in prose only, e.g. "put {obj} in {recep}"
-    return objects[-1], None
+    return objects[-1][0], None
 
 
-def parse_skill(text: str, max_chars: int = DEFAULT_MAX_SKILL_CHARS) -> ParseResult:
-    """Parse one extractor output. Control tokens are stripped before anything else."""
+def parse_skill(
+    text: str, max_chars: int = DEFAULT_MAX_SKILL_CHARS, schema: SchemaName = "paper"
+) -> ParseResult:
+    """Parse one extractor output under the `schema` rules. Control tokens are stripped first."""
     if not isinstance(text, str):
         raise TypeError(f"parse_skill: expected str, got {type(text).__name__}")
-    text = clean_text(text[-MAX_INPUT_CHARS:])
+    text = sanitize(text[-MAX_INPUT_CHARS:])
     obj, reason = find_final_json(text)
     if obj is None:
         return ParseResult(None, reason)
     try:
-        return ParseResult(validate_skill_dict(obj, max_chars=max_chars), None)
+        return ParseResult(validate_skill_dict(obj, max_chars=max_chars, schema=schema), None)
     except SkillValidationError as e:
         return ParseResult(None, e.reason)
 
 
-def score_candidates(texts: list[str], max_chars: int = DEFAULT_MAX_SKILL_CHARS) -> list[ParseResult]:
+def score_candidates(
+    texts: list[str], max_chars: int = DEFAULT_MAX_SKILL_CHARS, schema: SchemaName = "paper"
+) -> list[ParseResult]:
     """Format score (and parsed skill) of each of the N extractor candidates of one trajectory."""
-    return [parse_skill(t, max_chars=max_chars) for t in texts]
+    return [parse_skill(t, max_chars=max_chars, schema=schema) for t in texts]

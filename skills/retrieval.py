@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cluster.records import TaskSpec
-from cluster.storage import atomic_write_bytes
+from cluster.core.records import TaskSpec
+from cluster.core.storage import atomic_write_bytes
 
 if TYPE_CHECKING:
     from skills.library import LibraryEntry, SkillLibrary
@@ -271,5 +271,5 @@ class SkillIndex:
 
 def skill_key(skill: Skill) -> str:
     """Retrieval / embedding text of a skill: what it is for, not how it works; typed like task_key."""
-    text = f"{skill.name.replace('-', ' ')}. {skill.description} {skill.when_to_use}"
+    text = f"{skill.name.replace('-', ' ')}. {skill.description} {' '.join(skill.when_to_use)}"
     return _typed(skill.metadata.source_task_type, text)

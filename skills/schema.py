@@ -1,11 +1,13 @@
 """The skill: the paper's structured JSON record, its validation, its identity and its Markdown card.
 
 One trajectory yields one skill; other tasks use it through `render_card` in the solver's system
-prompt. Two sets of limits exist on purpose:
-- `SKILL_JSON_SCHEMA` (generation): tight string / list bounds so that a small model decoding under
-  the schema always reaches the closing brace within the extractor's token budget;
-- `validate_skill_dict` (acceptance): looser caps, so unconstrained outputs that are a little verbose
-  still count, while pathological ones are rejected with a named reason.
+prompt. The record is the authors' schema (Fanzy27/Evolving-RL, src/*/prompts.py): prose fields are
+lists of short items, `when_not_to_use` is optional. Two validation rules exist (`skills.schema`):
+- "paper": only `name` and `description` are required, every other field may be missing or empty
+  (the authors' REQUIRED_SKILL_FIELDS); a name that is not kebab-case is normalised, not refused;
+- "strict": every field except `when_not_to_use` is required and non-empty, and the name must be
+  kebab-case; it pairs with `skill_json_schema()` for constrained decoding of small models.
+Either way wrong types, oversized fields and pathological sizes are refused with a named reason.
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
+from cluster.core.text import sanitize
+
+SchemaName = Literal["paper", "strict"]
 NAME_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-# Chat-template control tokens (<|im_start|>, <|im_end|>, <|endoftext|>, any <|...|>): a skill is model
-# output that later becomes prompt text, so it must never carry turn delimiters into another prompt.
-CONTROL_TOKEN_RE = re.compile(r"<\|[^<>|\n]{0,64}\|>")
-_CTRL_CHARS_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_NON_SLUG = re.compile(r"[^a-z0-9]+")
 
 # Acceptance caps (validation).
 MAX_NAME_CHARS = 64
@@ -34,6 +36,7 @@ TOP_LEVEL_FIELDS = (
     "metadata",
     "skill_overview",
     "when_to_use",
+    "when_not_to_use",
     "inputs_to_identify",
     "workflow",
     "decision_rules",
@@ -43,6 +46,12 @@ TOP_LEVEL_FIELDS = (
 METADATA_FIELDS = ("source_task_type", "success_signal", "abstraction_level", "skill_category")
 STEP_FIELDS = ("step", "goal", "action", "tools_or_strategy", "completion_condition")
 ERROR_FIELDS = ("error", "cause", "response")
+# Lists of prose items; a single string is read as a one-item list (older skills and many writers
+# give these as one sentence). Lists of named things (inputs, rules) must be lists.
+PROSE_LISTS = ("skill_overview", "when_to_use", "when_not_to_use", "output_requirements")
+STR_LISTS = ("skill_overview", "when_to_use", "when_not_to_use", "inputs_to_identify", "decision_rules",
+             "output_requirements")  # fmt: skip
+OPTIONAL_IN_STRICT = ("when_not_to_use",)
 
 
 class SkillValidationError(ValueError):
@@ -53,59 +62,51 @@ class SkillValidationError(ValueError):
         self.reason = reason
 
 
-def clean_text(text: str, max_chars: int | None = None) -> str:
-    """Strip chat-template control tokens and control characters; cap the length.
-
-    Repeated until nothing changes, so a removal cannot splice a token together (`<|im_\x00start|>`)."""
-    while True:
-        before = text
-        text = _CTRL_CHARS_RE.sub("", CONTROL_TOKEN_RE.sub("", text))
-        if text == before:
-            break
-    if max_chars is not None and len(text) > max_chars:
-        text = text[:max_chars]
-    return text
-
-
 @dataclass(frozen=True)
 class SkillMetadata:
-    source_task_type: str
-    success_signal: str
-    abstraction_level: str
-    skill_category: str
+    source_task_type: str = ""
+    success_signal: str = ""
+    abstraction_level: str = ""
+    skill_category: str = ""
 
 
 @dataclass(frozen=True)
 class WorkflowStep:
     step: int
-    goal: str
-    action: str
-    tools_or_strategy: str
-    completion_condition: str
+    goal: str = ""
+    action: str = ""
+    tools_or_strategy: str = ""
+    completion_condition: str = ""
 
 
 @dataclass(frozen=True)
 class ErrorCase:
-    error: str
-    cause: str
-    response: str
+    error: str = ""
+    cause: str = ""
+    response: str = ""
 
 
 @dataclass(frozen=True)
 class Skill:
     name: str
     description: str
-    metadata: SkillMetadata
-    skill_overview: str
-    when_to_use: str
-    inputs_to_identify: list[str]
-    workflow: list[WorkflowStep]
-    decision_rules: list[str]
-    error_handling: list[ErrorCase]
-    output_requirements: str
+    metadata: SkillMetadata = field(default_factory=SkillMetadata)
+    skill_overview: list[str] = field(default_factory=list)
+    when_to_use: list[str] = field(default_factory=list)
+    when_not_to_use: list[str] = field(default_factory=list)
+    inputs_to_identify: list[str] = field(default_factory=list)
+    workflow: list[WorkflowStep] = field(default_factory=list)
+    decision_rules: list[str] = field(default_factory=list)
+    error_handling: list[ErrorCase] = field(default_factory=list)
+    output_requirements: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The JSON form; the optional `when_not_to_use` only when it has items (the generation schema,
+        like the authors' ALFWorld schema, has no such key)."""
+        d = asdict(self)
+        if not d["when_not_to_use"]:
+            del d["when_not_to_use"]
+        return d
 
     def to_json(self) -> str:
         """Canonical compact JSON (field order as in the schema): the hashed and stored form."""
@@ -116,8 +117,10 @@ class Skill:
         return skill_id(self)
 
     @classmethod
-    def from_dict(cls, data: Any, max_chars: int = DEFAULT_MAX_SKILL_CHARS) -> Skill:
-        return validate_skill_dict(data, max_chars=max_chars)
+    def from_dict(
+        cls, data: Any, max_chars: int = DEFAULT_MAX_SKILL_CHARS, schema: SchemaName = "paper"
+    ) -> Skill:
+        return validate_skill_dict(data, max_chars=max_chars, schema=schema)
 
 
 def skill_id(skill: Skill) -> str:
@@ -128,31 +131,43 @@ def skill_id(skill: Skill) -> str:
 # ---------------------------------------------------------------------------------------------- validation
 
 
-def _str(data: dict, key: str, path: str, max_chars: int = MAX_FIELD_CHARS) -> str:
-    if key not in data or data[key] is None:
-        raise SkillValidationError(f"missing_field:{path}")
-    value = data[key]
-    if not isinstance(value, str):
-        raise SkillValidationError(f"wrong_type:{path}", f"expected string, got {type(value).__name__}")
-    value = clean_text(value).strip()
-    if not value:
-        raise SkillValidationError(f"missing_field:{path}", "empty string")
-    if len(value) > max_chars:
-        raise SkillValidationError(f"too_long:{path}", f"{len(value)} > {max_chars} chars")
-    return value
+class _Rules:
+    def __init__(self, schema: SchemaName) -> None:
+        if schema not in ("paper", "strict"):
+            raise ValueError(f"skill schema {schema!r}: expected 'paper' or 'strict'")
+        self.strict = schema == "strict"
 
+    def text(self, data: dict, key: str, path: str, required: bool, max_chars: int = MAX_FIELD_CHARS) -> str:
+        value = data.get(key)
+        if value is None:
+            if required:
+                raise SkillValidationError(f"missing_field:{path}")
+            return ""
+        if not isinstance(value, str):
+            raise SkillValidationError(f"wrong_type:{path}", f"expected string, got {type(value).__name__}")
+        value = sanitize(value).strip()
+        if not value and required:
+            raise SkillValidationError(f"missing_field:{path}", "empty string")
+        if len(value) > max_chars:
+            raise SkillValidationError(f"too_long:{path}", f"{len(value)} > {max_chars} chars")
+        return value
 
-def _list(data: dict, key: str, path: str) -> list:
-    if key not in data or data[key] is None:
-        raise SkillValidationError(f"missing_field:{path}")
-    value = data[key]
-    if not isinstance(value, list):
-        raise SkillValidationError(f"wrong_type:{path}", f"expected list, got {type(value).__name__}")
-    if not value:
-        raise SkillValidationError(f"missing_field:{path}", "empty list")
-    if len(value) > MAX_LIST_ITEMS:
-        raise SkillValidationError(f"too_long:{path}", f"{len(value)} > {MAX_LIST_ITEMS} items")
-    return value
+    def items(self, data: dict, key: str, required: bool) -> list:
+        value = data.get(key)
+        if value is None:
+            value = []
+        elif isinstance(value, str) and key in PROSE_LISTS:
+            value = [value] if value.strip() else []
+        elif not isinstance(value, list):
+            raise SkillValidationError(f"wrong_type:{key}", f"expected list, got {type(value).__name__}")
+        if not value and required:
+            raise SkillValidationError(f"missing_field:{key}", "empty list" if key in data else "")
+        if len(value) > MAX_LIST_ITEMS:
+            raise SkillValidationError(f"too_long:{key}", f"{len(value)} > {MAX_LIST_ITEMS} items")
+        return value
+
+    def required(self, key: str) -> bool:
+        return self.strict and key not in OPTIONAL_IN_STRICT
 
 
 def _obj(value: Any, path: str) -> dict:
@@ -161,58 +176,68 @@ def _obj(value: Any, path: str) -> dict:
     return value
 
 
-def _str_list(data: dict, key: str) -> list[str]:
-    items = _list(data, key, key)
-    return [_str({"v": v}, "v", f"{key}[{i}]") for i, v in enumerate(items)]
+def _slug(name: str) -> str:
+    return _NON_SLUG.sub("-", name.lower()).strip("-")
 
 
-def validate_skill_dict(data: Any, max_chars: int = DEFAULT_MAX_SKILL_CHARS) -> Skill:
+def validate_skill_dict(
+    data: Any, max_chars: int = DEFAULT_MAX_SKILL_CHARS, schema: SchemaName = "paper"
+) -> Skill:
     """Build a Skill from decoded JSON or raise SkillValidationError with the first problem found.
 
-    Unknown keys are ignored; strings are cleaned of control tokens and stripped; empty strings and
-    empty lists count as missing.
-    """
+    Unknown keys are ignored; strings are cleaned of control tokens and stripped; empty items of
+    lists are dropped in the paper schema and refused in the strict one."""
+    rules = _Rules(schema)
     data = _obj(data, "skill")
-    name = _str(data, "name", "name", MAX_NAME_CHARS)
+    name = rules.text(data, "name", "name", True, MAX_NAME_CHARS)
     if not NAME_RE.match(name):
-        raise SkillValidationError("bad_name", f"{name!r} is not kebab-case")
-    description = _str(data, "description", "description")
-    if "metadata" not in data or data["metadata"] is None:
-        raise SkillValidationError("missing_field:metadata")
-    meta = _obj(data["metadata"], "metadata")
-    metadata = SkillMetadata(**{k: _str(meta, k, f"metadata.{k}") for k in METADATA_FIELDS})
-    skill_overview = _str(data, "skill_overview", "skill_overview")
-    when_to_use = _str(data, "when_to_use", "when_to_use")
-    inputs = _str_list(data, "inputs_to_identify")
+        if rules.strict or not _slug(name):
+            raise SkillValidationError("bad_name", f"{name!r} is not kebab-case")
+        name = _slug(name)[:MAX_NAME_CHARS].strip("-")
+    description = rules.text(data, "description", "description", True)
+    meta_raw = data.get("metadata")
+    if meta_raw is None:
+        if rules.strict:
+            raise SkillValidationError("missing_field:metadata")
+        meta_raw = {}
+    meta = _obj(meta_raw, "metadata")
+    metadata = SkillMetadata(
+        **{k: rules.text(meta, k, f"metadata.{k}", rules.strict) for k in METADATA_FIELDS}
+    )
+
+    lists: dict[str, list[str]] = {}
+    for key in STR_LISTS:
+        out = []
+        for i, v in enumerate(rules.items(data, key, rules.required(key))):
+            text = rules.text({"v": v}, "v", f"{key}[{i}]", rules.strict)
+            if text:
+                out.append(text)
+        lists[key] = out
     workflow = []
-    for i, raw in enumerate(_list(data, "workflow", "workflow")):
+    for i, raw in enumerate(rules.items(data, "workflow", rules.strict)):
         path = f"workflow[{i}]"
         raw = _obj(raw, path)
-        if "step" not in raw or raw["step"] is None:
+        step = raw.get("step")
+        if step is None and not rules.strict:
+            step = i + 1
+        elif step is None:
             raise SkillValidationError(f"missing_field:{path}.step")
-        step = raw["step"]
         if isinstance(step, bool) or not isinstance(step, int):
             raise SkillValidationError(f"wrong_type:{path}.step", f"expected integer, got {step!r}")
-        texts = {k: _str(raw, k, f"{path}.{k}") for k in STEP_FIELDS[1:]}
+        texts = {k: rules.text(raw, k, f"{path}.{k}", rules.strict) for k in STEP_FIELDS[1:]}
         workflow.append(WorkflowStep(step=step, **texts))
-    decision_rules = _str_list(data, "decision_rules")
     errors = []
-    for i, raw in enumerate(_list(data, "error_handling", "error_handling")):
+    for i, raw in enumerate(rules.items(data, "error_handling", rules.strict)):
         path = f"error_handling[{i}]"
         raw = _obj(raw, path)
-        errors.append(ErrorCase(**{k: _str(raw, k, f"{path}.{k}") for k in ERROR_FIELDS}))
-    output_requirements = _str(data, "output_requirements", "output_requirements")
+        errors.append(ErrorCase(**{k: rules.text(raw, k, f"{path}.{k}", rules.strict) for k in ERROR_FIELDS}))
     skill = Skill(
         name=name,
         description=description,
         metadata=metadata,
-        skill_overview=skill_overview,
-        when_to_use=when_to_use,
-        inputs_to_identify=inputs,
         workflow=workflow,
-        decision_rules=decision_rules,
         error_handling=errors,
-        output_requirements=output_requirements,
+        **lists,
     )
     size = len(skill.to_json())
     if size > max_chars:
@@ -236,9 +261,9 @@ def _object(props: dict) -> dict:
 
 
 def skill_json_schema(text_chars: int = 40, items: int = 2) -> dict:
-    """The generation schema with every free-text field capped near `text_chars` characters and
-    every list at `items` entries (workflow: items + 1). Property order is the order the grammar
-    emits, which follows the paper's schema."""
+    """The constrained-decoding schema: the paper's fields (without the optional when_not_to_use),
+    every free-text item capped near `text_chars` characters and every list at `items` entries
+    (workflow: items + 1). Property order is the order the grammar emits."""
     c = max(16, text_chars)
     n = max(1, items)
     return _object(
@@ -254,8 +279,8 @@ def skill_json_schema(text_chars: int = 40, items: int = 2) -> dict:
                     "skill_category": _s(c // 2),
                 }
             ),
-            "skill_overview": _s(2 * c),
-            "when_to_use": _s(2 * c),
+            "skill_overview": _arr(_s(2 * c), 1),
+            "when_to_use": _arr(_s(2 * c), 1),
             "inputs_to_identify": _arr(_s(c // 2), n),
             "workflow": _arr(
                 _object(
@@ -271,7 +296,7 @@ def skill_json_schema(text_chars: int = 40, items: int = 2) -> dict:
             ),
             "decision_rules": _arr(_s(c), n),
             "error_handling": _arr(_object({"error": _s(c // 2), "cause": _s(c // 2), "response": _s(c)}), n),
-            "output_requirements": _s(c),
+            "output_requirements": _arr(_s(c), 1),
         }
     )
 
@@ -286,22 +311,40 @@ SKILL_JSON_SCHEMA: dict = skill_json_schema()
 
 
 def render_card(skill: Skill, max_chars: int = 1500) -> str:
-    """Compact Markdown for the solver's "Reference Skill" section; cut at a line boundary when long."""
-    lines = [f"### Skill: {skill.name}", skill.description, ""]
-    lines.append(f"**When to use:** {skill.when_to_use}")
-    lines.append(f"**Overview:** {skill.skill_overview}")
-    lines.append(f"**Identify first:** {'; '.join(skill.inputs_to_identify)}")
-    lines.append("**Steps:**")
-    for i, s in enumerate(skill.workflow, 1):
-        lines.append(
-            f"{i}. {s.goal}: {s.action} ({s.tools_or_strategy}). Done when: {s.completion_condition}"
-        )
-    lines.append("**Rules:**")
-    lines.extend(f"- {r}" for r in skill.decision_rules)
-    lines.append("**If something goes wrong:**")
-    lines.extend(f"- {e.error} (cause: {e.cause}): {e.response}" for e in skill.error_handling)
-    lines.append(f"**Output:** {skill.output_requirements}")
-    text = clean_text("\n".join(lines))
+    """Markdown for the solver's "Reference Skill" (the authors' section layout); empty sections are
+    left out; cut at a line boundary when longer than `max_chars`."""
+    m = skill.metadata
+    lines = [f"# Skill: {skill.name}", skill.description]
+    meta = [f"**{k}**: {v}" for k, v in (("Category", m.skill_category), ("Source", m.source_task_type),
+                                          ("Level", m.abstraction_level), ("Signal", m.success_signal)) if v]  # fmt: skip
+    if meta:
+        lines.append(" | ".join(meta))
+
+    def section(title: str, items: list[str]) -> None:
+        if items:
+            lines.append(f"## {title}")
+            lines.extend(f"- {x}" for x in items)
+
+    section("Overview", skill.skill_overview)
+    section("When to Use", skill.when_to_use)
+    section("When NOT to Use", skill.when_not_to_use)
+    section("Inputs to Identify", skill.inputs_to_identify)
+    if skill.workflow:
+        lines.append("## Workflow")
+        for i, s in enumerate(skill.workflow, 1):
+            lines.append(f"{i}. **{s.goal}**: {s.action}" if s.goal else f"{i}. {s.action}")
+            if s.tools_or_strategy:
+                lines.append(f"   - Strategy: {s.tools_or_strategy}")
+            if s.completion_condition:
+                lines.append(f"   - Done when: {s.completion_condition}")
+    section("Decision Rules", skill.decision_rules)
+    section(
+        "Error Handling",
+        [f"**{e.error}**: {e.cause} -> {e.response}" if e.cause else f"**{e.error}**: {e.response}"
+         for e in skill.error_handling],
+    )  # fmt: skip
+    section("Output Requirements", skill.output_requirements)
+    text = sanitize("\n".join(lines))
     if len(text) <= max_chars:
         return text
     cut = text[: max_chars - 2]

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
-
-from cluster.records import EpisodeResult
 
 log = logging.getLogger(__name__)
 
@@ -87,40 +84,3 @@ class SkillStats:
         lower = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
         upper = d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
         return max(-1.0, lower), min(1.0, upper)
-
-
-def aggregate(skill_ids: Sequence[str], episodes: Iterable[EpisodeResult]) -> dict[str, SkillStats]:
-    """Per-skill downstream stats from solver episodes; every id in `skill_ids` gets an entry.
-
-    Episodes with an empty skill_id are the no-skill baseline: each skill's baseline counts those on
-    the tasks that skill was evaluated on. Failed (crashed) episodes are counted in `failed`, not in
-    trials. Episodes of skills not listed are ignored with a log line.
-    """
-    wanted = set(skill_ids)
-    per_skill: dict[str, list[EpisodeResult]] = {s: [] for s in skill_ids}
-    baseline: dict[str, list[EpisodeResult]] = {}
-    ignored = 0
-    for ep in episodes:
-        if ep.role != "solver":
-            raise ValueError(f"aggregate: episode {ep.episode_id} has role {ep.role!r}, expected 'solver'")
-        if not ep.skill_id:
-            baseline.setdefault(ep.task.task_id, []).append(ep)
-        elif ep.skill_id in wanted:
-            per_skill[ep.skill_id].append(ep)
-        else:
-            ignored += 1
-    if ignored:
-        log.info("aggregate: ignored %d episodes of skills not in the %d requested", ignored, len(wanted))
-    out: dict[str, SkillStats] = {}
-    for sid, eps in per_skill.items():
-        ok = [e for e in eps if not e.failed]
-        tasks = {e.task.task_id for e in eps}
-        base = [b for t in sorted(tasks) for b in baseline.get(t, []) if not b.failed]
-        out[sid] = SkillStats(
-            trials=len(ok),
-            wins=sum(e.won for e in ok),
-            baseline_trials=len(base),
-            baseline_wins=sum(b.won for b in base),
-            failed=len(eps) - len(ok),
-        )
-    return out

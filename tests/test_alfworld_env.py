@@ -14,11 +14,10 @@ import pytest
 
 os.environ.setdefault("ALFWORLD_DATA", str(Path(__file__).resolve().parents[1] / ".cache" / "alfworld"))
 
-from cluster.records import TaskSpec  # noqa: E402
+from cluster.core.records import TaskSpec  # noqa: E402
 from envs.alfworld.check import check_games, read_demos, write_demos  # noqa: E402
 from envs.alfworld.env import AlfWorldEnv, GameFileError  # noqa: E402
 from envs.alfworld.generator import PRESETS, ensure_generated, generate, room, sample_game, scenes_for  # noqa: E402
-from envs.alfworld.pool import EnvFailure, EnvPool  # noqa: E402
 from envs.alfworld.tasks import TASK_TYPES, list_tasks, scan_games  # noqa: E402
 
 SEED = 7
@@ -297,59 +296,3 @@ def test_demos(games: Path, tmp_path: Path) -> None:
     assert [s["action"] for s in rec["steps"]] == walkthrough
     assert rec["steps"][0]["observation"].startswith("-= Welcome to TextWorld, ALFRED! =-")
     assert all(s["action"] in s["admissible_actions"] for s in rec["steps"])
-
-
-# --- env pool ------------------------------------------------------------------------------------
-def test_pool_batches_and_reports_a_crash(tasks: list[TaskSpec], tmp_path: Path) -> None:
-    pool = EnvPool(num_envs=2, max_steps=50)
-    try:
-        obs = pool.reset_batch([(0, tasks[0]), (1, tasks[1])])
-        assert [o.task_type for o in obs] == [tasks[0].task_type, tasks[1].task_type]
-        assert pool.stats.envs_created == 2
-        res = pool.step_batch([(0, obs[0].admissible_actions[0]), (1, "nonsense")])
-        assert not res[0].invalid_action and res[1].invalid_action
-
-        # a crash inside slot 1: that episode is reported failed, slot 0 goes on, slot 1 is rebuilt
-        def boom(action: str) -> None:
-            raise RuntimeError("engine died")
-
-        pool._envs[1].step = boom
-        res = pool.step_batch([(0, "look"), (1, "look")])
-        assert not isinstance(res[0], EnvFailure)
-        assert isinstance(res[1], EnvFailure) and "engine died" in res[1].error
-        assert res[1].task_id == tasks[1].task_id and pool.stats.crashes == 1
-        assert isinstance(pool.step_batch([(1, "look")])[0], EnvFailure)  # no silent continuation
-        bad = tmp_path / "bad.tw-pddl"
-        bad.write_text("{}")
-        out = pool.reset_batch([(1, TaskSpec("bad", "alfworld", "x", "t", str(bad)))])
-        assert isinstance(out[0], EnvFailure) and str(bad) in out[0].error
-        assert pool.reset_batch([(1, tasks[2])])[0].admissible_actions
-        assert pool.stats.envs_created == 4
-        with pytest.raises(IndexError):
-            pool.reset_batch([(2, tasks[0])])
-    finally:
-        pool.close()
-
-
-@pytest.mark.slow
-def test_named_pool_actor_on_ray(tasks: list[TaskSpec]) -> None:
-    import ray
-
-    from envs.alfworld.pool import start_env_pools
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        (actor,) = start_env_pools(num_actors=1, envs_per_actor=2, max_steps=5, namespace="test-alfworld")
-        assert ray.get_actor("env-pool-0", namespace="test-alfworld")._actor_id == actor._actor_id
-        obs = ray.get(actor.reset_batch.remote([(0, tasks[0]), (1, tasks[3])]), timeout=120)
-        assert [o.task_type for o in obs] == [tasks[0].task_type, tasks[3].task_type]
-        plan = ray.get(actor.expert_batch.remote([0]), timeout=60)[0]
-        results = ray.get(actor.step_batch.remote([(0, plan[0]), (1, "nonsense")]), timeout=60)
-        assert not results[0].invalid_action and results[1].invalid_action
-        assert ray.get(actor.get_stats.remote(), timeout=30).steps == 2
-        ray.kill(actor)
-    finally:
-        if started:
-            ray.shutdown()

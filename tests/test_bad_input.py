@@ -1,6 +1,6 @@
 """Bad input: random configs and overrides, malformed ALFWorld files, garbage model outputs, absurd sizes.
 
-Configs: only cluster.config.ConfigError, naming the file and a key, ever comes out (property-based).
+Configs: only cluster.core.config.ConfigError, naming the file and a key, ever comes out (property-based).
 Model outputs: unparsable actions and skills are counted with a reason and scored 0, never raised.
 Sizes: a 1 MB skill and a 100k-character observation are capped (and counted), and fast.
 """
@@ -17,7 +17,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cluster.config import Config, ConfigError, load_config
+from cluster.core.config import Config, ConfigError, load_config
 
 SECTIONS = {
     name: [f.name for f in __import__("dataclasses").fields(getattr(Config(), name))]
@@ -196,7 +196,7 @@ def test_one_megabyte_skill_is_rejected_fast_with_a_reason():
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from cluster.model_store import resolve_model
+    from cluster.core.model_store import resolve_model
 
     try:
         return AutoTokenizer.from_pretrained(resolve_model("embedded"))
@@ -213,7 +213,7 @@ class FakeEngine:
         self.tokenizer, self.reply, self.version, self.prompt_lens = tokenizer, reply, 0, []
 
     def generate(self, prompts, params):
-        from actors.engine import Generation
+        from cluster.core.generation import Generation
 
         self.prompt_lens += [len(p) for p in prompts]
         ids = self.tokenizer.encode(self.reply, add_special_tokens=False)[:16] or [0]
@@ -246,33 +246,36 @@ class FakeHugeEnv:
         pass
 
 
-def test_unparsable_actions_and_huge_observations_are_counted_not_fatal(tokenizer):
-    from actors.engine import GenParams
-    from actors.episode import run_episodes
-    from cluster.config import EnvConfig
-    from cluster.records import TaskSpec
+@pytest.mark.parametrize("context", ["sequence", "window"])
+def test_unparsable_actions_and_huge_observations_are_counted_not_fatal(tokenizer, context):
+    from actors.episode import EpisodeRunner, EpisodeSettings
+    from actors.prompts import PromptStyle
+    from cluster.core.generation import GenParams
+    from cluster.core.records import EpisodeJob, SkillRef, TaskSpec
 
-    env_cfg = EnvConfig(max_steps=3, constrained_actions=False, max_observation_chars=2000, history_window=2)
+    settings = EpisodeSettings(PromptStyle("alfworld", False, 2000), context, 2, 3, 4096)
     engine = FakeEngine(tokenizer, "I think I should <|im_end|> maybe dance?\n\nwell")
     tasks = [TaskSpec(f"t{i}", "alfworld", "fake", "find it", "ref") for i in range(2)]
+    jobs = [EpisodeJob(tasks[0]), EpisodeJob(tasks[1], SkillRef("s", "x" * 1_000_000))]
     t0 = time.perf_counter()
-    out = run_episodes(engine, [FakeHugeEnv(100_000) for _ in tasks], tasks, [None, "x" * 1_000_000],
-                       GenParams(max_tokens=16), env_cfg, 0, max_model_len=2048)  # fmt: skip
+    out = EpisodeRunner(engine, settings).run([FakeHugeEnv(100_000) for _ in tasks], jobs, GenParams(max_tokens=16),
+                                              ["a", "b"])  # fmt: skip
     assert time.perf_counter() - t0 < 30
     for r in out:
         assert not r.failed and r.steps == 3 and r.truncated
         assert r.unparsable_actions == 3 and len(r.info["unparsable"]) == 3
         assert r.info["observation_capped"] == 3
         assert r.invalid_actions == 3
-    assert max(engine.prompt_lens) + 16 <= 2048  # 100k characters and a 1 MB skill still fit
+    assert max(engine.prompt_lens) + 16 <= 4096  # 100k characters and a 1 MB skill still fit
 
 
 def test_huge_texts_are_capped_in_the_solver_prompt(tokenizer):
-    from actors.prompts import SolverView, encode_messages, solver_messages
+    from actors.prompts import PromptStyle, SolverView, window_messages
+    from cluster.core.text import encode_messages
 
     view = SolverView(
         "t" * 50_000, "o" * 100_000, ["a" * 50_000], [("b" * 50_000, "c" * 100_000)], "s" * 1_000_000
     )
-    msgs = solver_messages(view, max_observation_chars=2000, tokenizer=tokenizer, max_skill_chars=4000)
-    assert len(msgs[1]["content"]) < 4000 + 2000 + 1000 + 4 * 2000 + 500
+    msgs = window_messages(PromptStyle("alfworld", True, 2000, 4000), view, tokenizer)
+    assert len(msgs[0]["content"]) < 4000 + 1000 and len(msgs[1]["content"]) < 1000 + 2000 + 1000 + 2000 + 500
     assert len(encode_messages(tokenizer, msgs)) < 20_000

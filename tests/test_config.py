@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from cluster.config import Config, ConfigError, load_config
+from cluster.core.config import Config, ConfigError, load_config
 
 
 def write(tmp_path, data):

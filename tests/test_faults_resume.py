@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from cluster.config import load_config
+from cluster.core.config import load_config
+from cluster.core.storage import read_json, read_parquet, verify_manifest
 from cluster.metrics import read_metrics
 from cluster.sampler import TaskSampler
-from cluster.storage import read_json, read_parquet
 from skills.library import SkillLibrary
 
 pytestmark = pytest.mark.slow
@@ -74,7 +74,7 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout_s: float, log: Path) ->
 
 
 def test_sigkill_mid_iteration_then_resume(tmp_path: Path) -> None:
-    from cluster.model_store import resolve_model
+    from cluster.core.model_store import resolve_model
 
     try:
         resolve_model("embedded")
@@ -98,7 +98,10 @@ def test_sigkill_mid_iteration_then_resume(tmp_path: Path) -> None:
     assert not (run / "checkpoints" / "iter-00002").exists()
 
     state = read_json(state_file)
-    assert state["iteration"] == 1 and state["version"] in (0, 1)  # 0 when iteration 1 had no trainable turn
+    assert state["iteration"] == 1 and state["policy_version"] in (
+        0,
+        1,
+    )  # 0: iteration 1 had no trainable trace
     before = SkillLibrary(run / "skills")
     before.load(version=state["library_version"])
     before_ids = set(before.entries)
@@ -117,13 +120,13 @@ def test_sigkill_mid_iteration_then_resume(tmp_path: Path) -> None:
     # iteration counter and policy version: each iteration logged once (the killed one never logged)
     rows = [r for r in read_metrics(run) if "policy_version" in r]
     assert [r["iteration"] for r in rows] == [1, 2]
-    assert rows[0]["policy_version"] == state["version"]
+    assert rows[0]["policy_version"] == state["policy_version"]
     trained = int("learner/loss" in rows[1])  # the resumed iteration stepped the learner (or had no turn)
-    assert summary["iteration"] == 2 and summary["policy_version"] == state["version"] + trained
+    assert summary["iteration"] == 2 and summary["policy_version"] == state["policy_version"] + trained
     assert rows[1]["policy_version"] == summary["policy_version"]
     assert set(summary["worker_versions"].values()) == {summary["policy_version"]}
-    version = summary["policy_version"]
-    assert list((run / "checkpoints" / "iter-00002" / "model").glob(f"step-{version:08d}/deepspeed"))
+    assert (run / "checkpoints" / "iter-00002" / "model" / "deepspeed").is_dir()
+    verify_manifest(run / "checkpoints" / "iter-00002")
     assert all(r["rollout/restarts"] == 0 for r in rows)
 
     # sampler position: the resumed iteration's source task is what an unbroken run samples second
@@ -138,8 +141,8 @@ def test_sigkill_mid_iteration_then_resume(tmp_path: Path) -> None:
         path = run / "trajectories" / f"iter-{i:05d}.parquet"
         if not path.exists():  # an iteration without a trainable turn writes no trajectories
             continue
-        turns = read_parquet(path).to_pylist()
-        sources = {t["task_id"] for t in turns if t["role"] == "extractor"}
+        traces = read_parquet(path).to_pylist()
+        sources = {t["task_id"] for t in traces if t["role"] == "extractor"}
         assert sources == {expected[0].task_id}, (i, sources, expected[0].task_id)
 
     # skill library: everything of the checkpoint is still there, once; nothing from the killed iteration

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from cluster.checkpoint import STATE, CheckpointManager
-from cluster.storage import CorruptFileError, read_parquet, read_parquet_dir, write_parquet
+from cluster.core.storage import CorruptFileError, read_parquet, read_parquet_dir, write_parquet
 from skills.library import LibraryError, Provenance, SkillLibrary
 from skills.schema import validate_skill_dict
 
@@ -52,10 +52,33 @@ def test_corrupt_checkpoint_state_falls_back_to_previous(tmp_path, caplog, damag
     with caplog.at_level(logging.ERROR, logger="evorl.checkpoint"):
         found = ckpt.latest()
     assert found is not None
-    model, state = found
-    assert model == tmp_path / "checkpoints" / "iter-00001" / "model"
+    folder, state = found
+    assert folder == tmp_path / "checkpoints" / "iter-00001"
     assert state["iteration"] == 1 and state["sampler"]["position"] == 1
     assert str(tmp_path / "checkpoints" / "iter-00002" / STATE) in caplog.text
+
+
+@pytest.mark.parametrize("damage", [truncate, flip])
+def test_torn_model_weights_fall_back_to_previous(tmp_path, caplog, damage):
+    """Every file of a checkpoint is in its checksummed manifest: weights and optimizer shards too."""
+    ckpt = CheckpointManager(tmp_path / "c", keep=3)
+    for it in (1, 2):
+        ckpt.save(it, FakeLearners(), {"iteration": it})
+    damage(tmp_path / "c" / "iter-00002" / "model" / "weights.bin")
+    with caplog.at_level(logging.ERROR, logger="evorl.checkpoint"):
+        assert ckpt.latest()[1] == {"iteration": 1}
+    assert "weights.bin: does not match its manifest checksum" in caplog.text
+    (tmp_path / "c" / "iter-00001" / "model" / "weights.bin").unlink()
+    assert ckpt.latest() is None
+
+
+def test_keep_last_never_deletes_the_checkpoint_just_written(tmp_path):
+    ckpt = CheckpointManager(tmp_path / "c", keep=1)
+    for it in (5, 6):  # an older run's later checkpoints
+        ckpt.save(it, FakeLearners(), {"iteration": it})
+    ckpt.save(1, FakeLearners(), {"iteration": 1})
+    assert (tmp_path / "c" / "iter-00001").is_dir()
+    assert (tmp_path / "c" / "latest").read_text().strip() == "iter-00001"
 
 
 def test_only_corrupt_checkpoints_means_no_checkpoint(tmp_path):
@@ -70,7 +93,7 @@ def test_failed_save_deletes_nothing_and_leaves_no_half_checkpoint(tmp_path):
     ckpt.save(1, FakeLearners(), {"iteration": 1})
     with pytest.raises(OSError, match="disk full"):
         ckpt.save(2, FakeLearners(fail=True), {"iteration": 2})
-    assert [p.name for p in ckpt.complete()] == ["iter-00001"]
+    assert [p.name for p in ckpt.published()] == ["iter-00001"]
     _, state = ckpt.latest()
     assert state == {"iteration": 1}
     # a crash between writing the folder and publishing it leaves a .tmp- folder that is never resumed

@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from actors.engine import GenParams
-from cluster.config import load_config
-from cluster.records import TaskSpec
+from cluster.core.config import load_config
+from cluster.core.generation import GenParams
+from cluster.core.records import EpisodeJob, TaskSpec
 from envs.base import Observation, StepResult
 
 pytestmark = pytest.mark.slow
@@ -57,7 +57,7 @@ def fake_pool_env() -> FakeSlowEnv:
 def cfg():
     return load_config(
         None,
-        ["env.max_steps=3", "env.envs_per_actor=4", "rollout.max_restarts=2", "engine.kv_cache_gib=0.25",
+        ["env.max_steps=3", "rollout.envs_per_worker=4", "rollout.max_restarts=2", "engine.kv_cache_gib=0.25",
          "model.max_model_len=512", "skills.extractor_max_tokens=64", "rollout.call_timeout_s=300", "cluster.include_dashboard=true",
          f"cluster.dashboard_port={DASHBOARD_PORT}", f"cluster.metrics_export_port={METRICS_PORT}"],
     )  # fmt: skip
@@ -69,7 +69,7 @@ def ray_session(cfg):
     from ray import cloudpickle
 
     from cluster import placement
-    from cluster.model_store import resolve_model
+    from cluster.core.model_store import resolve_model
 
     try:
         resolve_model("embedded")
@@ -129,16 +129,16 @@ def test_skill_eval_worker_killed_mid_play_and_mid_generate(ray_session, cfg):
         tasks = [TaskSpec(f"t{i}", "fake", "fake", "leave the room", f"ref{i}") for i in range(6)]
         gen = GenParams(temperature=1.0, max_tokens=8, seed=0)
         killer = kill_after(ray, "skill-eval-0", 2.5)  # 6 episodes x 3 steps x 0.2 s: still running
-        results = pool.play(tasks, None, gen)
+        results = pool.play([EpisodeJob(t) for t in tasks], gen)
         killer.join()
         assert pool.restarts == 1
         assert [r.task.task_id for r in results] == [t.task_id for t in tasks]
-        assert all(not r.failed and r.steps == 3 and len(r.turns) == 3 for r in results)
+        assert all(not r.failed and r.steps == 3 and len(r.traces[0].spans) == 3 for r in results)
         assert len({r.episode_id for r in results}) == 6
 
         # the extractor path: generate() must survive the same fault
         prompts = [[1, 2, 3, 4, 5, 6, 7, 8]] * 4
-        long_gen = GenParams(temperature=1.0, max_tokens=200, seed=1, n=2)
+        long_gen = GenParams(temperature=1.0, max_tokens=200, seed=1, n=2, logprobs=True)
         killer = kill_after(ray, "skill-eval-0", 1.0)
         t0 = time.monotonic()
         outs = pool.generate(prompts, long_gen)
@@ -148,7 +148,7 @@ def test_skill_eval_worker_killed_mid_play_and_mid_generate(ray_session, cfg):
         assert len(outs) == 4 and all(len(o) == 2 for o in outs)
         assert all(len(g.token_ids) == len(g.logprobs) > 0 for o in outs for g in o)
 
-        # a worker that died between calls is replaced by the next broadcast-free call too
+        # a worker that died between calls is replaced by the next call too
         ray.kill(ray.get_actor("skill-eval-0"), no_restart=True)
         time.sleep(1)
         assert pool.versions() == [0] and pool.restarts == 3
@@ -161,7 +161,7 @@ def test_skill_eval_worker_killed_mid_play_and_mid_generate(ray_session, cfg):
         pool.cfg = replace(cfg, rollout=replace(cfg.rollout, call_timeout_s=2.0, max_restarts=0))
         t0 = time.monotonic()
         with pytest.raises(RolloutError, match=r"skill-eval-0: play failed on task t0: timeout after 2 s"):
-            pool.play(tasks[:4], None, gen)  # 4 x 3 steps x 0.2 s > 2 s
+            pool.play([EpisodeJob(t) for t in tasks[:4]], gen)  # 4 x 3 steps x 0.2 s > 2 s
         assert time.monotonic() - t0 < 30
 
         # a death with the restart budget spent: a named error, not a hang or a silent loss
@@ -170,37 +170,10 @@ def test_skill_eval_worker_killed_mid_play_and_mid_generate(ray_session, cfg):
         with pytest.raises(
             RolloutError, match=r"skill-eval-0: play failed on task t0: died: .*restart budget spent"
         ):
-            pool.play(tasks[:1], None, gen)
+            pool.play([EpisodeJob(t) for t in tasks[:1]], gen)
         killer.join()
     finally:
         pool.shutdown()
-
-
-def test_env_pool_actor_killed(ray_session):
-    ray = ray_session
-    from envs.alfworld.pool import EnvFailure, RemoteEnvPool
-
-    pool = RemoteEnvPool("env-pool-0", num_envs=2, timeout_s=60, env_factory=fake_pool_env)
-    try:
-        tasks = [TaskSpec(f"g{i}", "alfworld", "fake", "leave", f"ref{i}") for i in range(2)]
-        obs = pool.reset_batch([(0, tasks[0]), (1, tasks[1])])
-        assert all(isinstance(o, Observation) for o in obs)
-        ray.kill(ray.get_actor("env-pool-0"), no_restart=True)
-        res = pool.step_batch([(0, "look"), (1, "wait")])
-        assert all(isinstance(r, EnvFailure) and "env-pool-0: step_batch: actor lost" in r.error for r in res)
-        assert pool.restarts == 1
-        # the fresh actor has empty slots: the cut episodes cannot silently continue ...
-        res = pool.step_batch([(0, "look")])
-        assert isinstance(res[0], EnvFailure) and "step before reset" in res[0].error
-        # ... and new episodes run normally
-        assert isinstance(pool.reset_batch([(0, tasks[0])])[0], Observation)
-        assert isinstance(pool.step_batch([(0, "look")])[0], StepResult)
-        # a failed reset names the task
-        ray.kill(ray.get_actor("env-pool-0"), no_restart=True)
-        (fail,) = pool.reset_batch([(1, tasks[1])])
-        assert isinstance(fail, EnvFailure) and fail.task_id == "g1" and pool.restarts == 2
-    finally:
-        pool.close()
 
 
 def test_learner_group_errors_name_actor_and_stage(ray_session):

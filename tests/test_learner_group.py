@@ -1,8 +1,9 @@
-"""Two DeepSpeed ranks as Ray actors (ZeRO-2, gloo), and weight broadcast into a real vLLM engine.
+"""Two DeepSpeed ranks as Ray actors (ZeRO-3, gloo), and WeightSync into a real rollout worker.
 
-One Ray session and one learner group for the module: bitwise-equal replicas after a step, then
-both broadcast paths (object store; gloo collective = the NCCL code path) checked by the engine's
-prompt logprobs matching the learner's within 1e-3 (fp32).
+One Ray session and one learner group for the module: equal (gathered) replicas after a step, then
+both push paths of the trainer's WeightSync: the object store (learner rank 0 puts, the worker loads)
+and the collective path (gloo here = the NCCL code path on GPU, ZeRO-3 parameters gathered bucket by
+bucket), each checked by the engine's prompt logprobs matching the learner's within 1e-3 (fp32).
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import os
 import numpy as np
 import pytest
 
-from actors.prompts import encode_messages
-from cluster.config import EngineConfig, load_config
-from cluster.records import Turn, turns_to_table
+from cluster.core.config import load_config
+from cluster.core.records import Trace, traces_to_table
+from cluster.core.text import encode_messages
 
 pytestmark = pytest.mark.slow
 
@@ -23,11 +24,21 @@ ENV = {
     for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TORCH_EXTENSIONS_DIR", "EVORL_CACHE")
     if k in os.environ
 } | {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
+OVERRIDES = [
+    "learner.num_learners=2",
+    "learner.zero_stage=3",
+    "learner.lr=1e-5",
+    "learner.micro_batch_tokens=128",
+    "learner.kl_coef={solver: 0.0, extractor: 0.0}",
+    "learner.num_cpus_per_learner=0.5",
+    "engine.kv_cache_gib=0.5",
+    "model.max_model_len=1024",
+]
 
 
 @pytest.fixture(scope="module")
 def group():
-    from cluster.model_store import resolve_model
+    from cluster.core.model_store import resolve_model
 
     try:
         resolve_model("embedded")
@@ -38,17 +49,7 @@ def group():
     from learner.group import LearnerGroup
 
     ray.init(num_cpus=4, include_dashboard=False, runtime_env={"env_vars": ENV}, log_to_driver=False)
-    cfg = load_config(
-        None,
-        [
-            "learner.num_learners=2",
-            "learner.zero_stage=2",
-            "learner.lr=1e-5",
-            "learner.micro_batch_tokens=128",
-            "learner.kl_coef={solver: 0.0, extractor: 0.0}",
-        ],
-    )
-    g = LearnerGroup(cfg, timeout_s=600)
+    g = LearnerGroup(load_config(None, OVERRIDES), timeout_s=600)
     yield g
     g.shutdown()
     ray.shutdown()
@@ -56,79 +57,74 @@ def group():
 
 def table(tok, advantages):
     qs = ["What is 2+2?", "Name a fruit.", "Say hello.", "Count to three.", "Name a colour."]
-    turns = []
+    traces = []
     for i, (q, adv) in enumerate(zip(qs, advantages)):
         prompt = encode_messages(tok, [{"role": "user", "content": q}])
         resp = tok.encode([" 4.", " Apple.", " Hello!", " 1, 2, 3.", " Red."][i], add_special_tokens=False)
-        turns.append(
-            Turn(
-                f"e{i}",
-                0,
-                "t",
-                "qa",
-                "solver" if i % 2 else "extractor",
-                prompt,
-                resp,
-                [-1.0] * len(resp),
-                0,
-                advantage=adv,
-            )
-        )
-    return turns_to_table(turns)
+        traces.append(Trace(f"e{i}", 0, "t", "qa", "solver" if i % 2 else "extractor", prompt + resp,
+                            [(len(prompt), len(prompt) + len(resp))], [], 0, advantages=[adv]))  # fmt: skip
+    return traces_to_table(traces)
 
 
 @pytest.fixture(scope="module")
 def tok():
     from transformers import AutoTokenizer
 
-    from cluster.model_store import resolve_model
+    from cluster.core.model_store import resolve_model
 
     return AutoTokenizer.from_pretrained(resolve_model("embedded"))
 
 
-def test_zero2_two_ranks_stay_bitwise_equal(group, tok):
+def test_zero3_two_ranks_stay_equal(group, tok):
+    assert all(i["zero_stage"] == 3 for i in group.info)
     before = group.digests()
     assert before[0] == before[1]
-    metrics = group.train(table(tok, [1.0, -1.0, 0.5, -0.5, 1.0]))  # 5 rows: uneven shards
+    metrics = group.train(table(tok, [1.0, -1.0, 0.5, -0.5, 1.0]))  # 5 samples: uneven shards
     after = group.digests()
     assert after[0] == after[1] and after[0] != before[0]
-    assert metrics["version"] == 1 and np.isfinite(metrics["grad_norm"])
-    assert metrics["tokens"] == sum(len(r) for r in table(tok, [0] * 5).column("response_ids").to_pylist())
+    assert metrics["steps"] == 1 and np.isfinite(metrics["grad_norm"])
+    assert metrics["tokens"] == sum(
+        b - a for s in table(tok, [0] * 5).column("spans").to_pylist() for a, b in s
+    )
 
 
-def test_broadcast_engine_matches_learner(group, tok):
+def test_weight_sync_both_paths_match_the_learner(group, tok):
     import ray
 
-    from actors.engine import VLLMEngine
-    from cluster.model_store import resolve_model
-    from learner.broadcast import CollectiveBroadcaster, broadcast_object_store
+    from actors.pool import RolloutPool
+    from cluster.weight_sync import WeightSync
 
-    engine = (
-        ray.remote(VLLMEngine)
-        .options(num_cpus=1)
-        .remote(resolve_model("embedded"), EngineConfig(kv_cache_gib=0.5, dtype="float32"), 0, 512)
-    )
+    pool = RolloutPool(load_config(None, OVERRIDES), "rollout", 1)
+    worker = pool.workers[0]
     probe = table(tok, [0.0] * 5)
     rows = probe.to_pylist()
 
-    def gaps() -> tuple[float, list[list[float]]]:
-        learner_lp = ray.get(group.actors[0].score.remote(probe))
-        engine_lp = [ray.get(engine.prompt_logprobs.remote(r["prompt_ids"], r["response_ids"])) for r in rows]
-        return max(float(np.max(np.abs(np.subtract(a, b)))) for a, b in zip(learner_lp, engine_lp)), engine_lp
+    def engine_logprobs(w, ids, spans):
+        ((a, b),) = spans
+        return w.engine.prompt_logprobs(ids[:a], ids[a:b])
 
-    gap0, base_lp = gaps()  # engine holds the original weights, learner has trained one step (test above)
-    assert gap0 > 1e-3, "precondition: the learner's weights differ from the engine's"
+    def gap() -> float:
+        learner_lp = group.score(probe)
+        engine_lp = ray.get(
+            [worker.__ray_call__.remote(engine_logprobs, r["token_ids"], r["spans"]) for r in rows]
+        )
+        return max(float(np.max(np.abs(np.subtract(a, b)))) for a, b in zip(learner_lp, engine_lp))
 
-    m = broadcast_object_store(group.weights_ref(), 1, [engine])
-    assert m["broadcast_targets"] == 1
-    gap1, lp1 = gaps()
-    assert gap1 < 1e-3, gap1
-    assert ray.get(engine.__ray_call__.remote(lambda e: e.version)) == 1
+    try:
+        assert gap() > 1e-3, (
+            "precondition: the learner has trained a step, the engine has the original weights"
+        )
+        sync = WeightSync(group, [pool])
+        assert sync.backend == "object_store"  # the learners run on CPU
+        m = sync.push(1)
+        assert m["weight_sync/nccl"] == 0.0 and m["weight_sync/engines"] == 1.0
+        assert gap() < 1e-3 and pool.versions() == [1]
 
-    group.train(table(tok, [-1.0, 1.0, -0.5, 0.5, -1.0]))  # version 2, only on the learners
-    assert gaps()[0] > 1e-3
-    CollectiveBroadcaster(group.actors[0], [engine]).broadcast(version=2)
-    gap2, _ = gaps()
-    assert gap2 < 1e-3, gap2
-    assert ray.get(engine.__ray_call__.remote(lambda e: e.version)) == 2
-    ray.kill(engine)
+        group.train(table(tok, [-1.0, 1.0, -0.5, 0.5, -1.0]))  # only on the learners
+        assert gap() > 1e-3
+        sync.backend = "nccl"  # the GPU path's logic: a weight group over gloo, ZeRO-3 gathered per bucket
+        m = sync.push(2)
+        assert m["weight_sync/nccl"] == 1.0
+        assert gap() < 1e-3 and pool.versions() == [2]
+    finally:
+        pool.shutdown()

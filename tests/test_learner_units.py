@@ -1,21 +1,23 @@
-"""Learner plumbing without a model: micro-batch planning, sharding, collation, checkpoint folders."""
+"""Learner plumbing without a model: micro-batch planning, sharding, aggregation weights, collation,
+the lean-learner rules and checkpoint folders."""
 
 import pytest
 import torch
 
-from cluster.config import LearnerConfig
-from cluster.records import Turn, turns_to_table
+from cluster.core.config import LearnerConfig
+from cluster.core.records import Trace, traces_to_table
 from learner.batching import (
+    Row,
     collate,
     collate_units,
     null_micro_batch,
     plan_micro_batches,
     plan_units,
     rows_from_table,
-    shard_by_tokens,
+    shard_by_samples,
+    token_weights,
 )
-from learner.checkpoint import finalize_checkpoint, list_checkpoints, resolve_checkpoint, tmp_checkpoint_dir
-from learner.model import deepspeed_config
+from learner.model import deepspeed_config, gradient_checkpointing, zero_stage
 
 
 def test_plan_micro_batches_respects_budget_and_groups_by_length():
@@ -30,22 +32,27 @@ def test_plan_micro_batches_respects_budget_and_groups_by_length():
     assert padded - sum(lengths) <= 10  # sorting keeps padding small
 
 
-def test_shard_by_tokens_whole_sequences_balanced():
+def test_shard_by_samples_keeps_samples_whole_and_balanced():
     lengths = [100, 90, 10, 10, 60, 50]
-    shards = shard_by_tokens(lengths, 2)
+    sids = ["a", "b", "c", "c", "d", "e"]
+    shards = shard_by_samples(lengths, sids, 2)
     assert sorted(i for s in shards for i in s) == list(range(6))
+    assert any({2, 3} <= set(s) for s in shards)  # sample c's two rows on one rank
     loads = [sum(lengths[i] for i in s) for s in shards]
-    assert loads == [160, 160]  # longest-first to the least-loaded rank
-    assert shard_by_tokens([5], 2) == [[0], []]  # fewer rows than ranks: an empty shard
+    assert abs(loads[0] - loads[1]) <= 20
+    assert shard_by_samples([5], ["a"], 2) == [[0], []]  # fewer samples than ranks: an empty shard
 
 
-def _turn(prompt, resp, role="solver", adv=1.0, eid="e"):
-    return Turn(eid, 0, "t", "x", role, prompt, resp, [-0.5] * len(resp), 0, advantage=adv)
+def _trace(prompt, resp, role="solver", adv=1.0, sid="e"):
+    ids = list(prompt) + list(resp)
+    return Trace(
+        sid, 0, "t", "x", role, ids, [(len(prompt), len(ids))], [-0.5] * len(resp), 0, advantages=[adv]
+    )
 
 
 def test_collate_aligns_targets_with_selected_positions():
     rows = rows_from_table(
-        turns_to_table([_turn([1, 2, 3], [4, 5], "extractor", 0.5), _turn([7], [8, 9, 10])])
+        traces_to_table([_trace([1, 2, 3], [4, 5], "extractor", 0.5), _trace([7], [8, 9, 10])])
     )
     mb = collate(rows, pad_id=0)
     assert mb.input_ids.tolist() == [[1, 2, 3, 4, 5], [7, 8, 9, 10, 0]]
@@ -56,27 +63,57 @@ def test_collate_aligns_targets_with_selected_positions():
     assert mb.role_index.tolist() == [1, 1, 0, 0, 0]
     assert (mb.real_tokens, mb.padded_tokens) == (9, 10)
     null = null_micro_batch(0)
-    assert null.role_index.tolist() == [-1] and null.real_tokens == 0
+    assert null.role_index.tolist() == [-1] and null.real_tokens == 0 and null.weights.tolist() == [0.0]
+
+
+def test_multi_span_row_masks_observations_and_carries_per_span_advantages():
+    """A whole episode as one sequence: two actions (mask 1) around an observation (mask 0)."""
+    t = Trace(
+        "ep", 0, "t", "x", "solver", [1, 2, 3, 4, 5, 6, 7, 8], [(3, 5), (7, 8)], [], 0, advantages=[0.5, -1.0]
+    )
+    assert t.loss_mask == [0, 0, 0, 1, 1, 0, 0, 1]
+    (row,) = rows_from_table(traces_to_table([t]))
+    mb = collate([row], 0)
+    assert mb.targets.tolist() == [4, 5, 8] and mb.advantages.tolist() == [0.5, 0.5, -1.0]
+    assert mb.select.tolist() == [[False, False, True, True, False, False, True]]
+    assert torch.isnan(mb.behaviour_logprobs).all()  # recomputed by the learner's first pass
+
+
+def test_sample_mean_weighs_samples_equally_whatever_their_length():
+    """Under sample_mean a 300-token extraction and a 30-turn episode weigh the same (x role weight)."""
+    extraction = Row(list(range(310)), [(10, 310)], [], [1.0], "extractor", "x")
+    episode = [
+        Row(list(range(40)), [(38, 40)], [], [1.0], "solver", "ep") for _ in range(30)
+    ]  # window context
+    rows = [extraction, *episode]
+    total = sum(r.n_trained for r in rows)
+    w = token_weights(rows, "sample_mean", total, 2)
+    assert sum(w[0]) == pytest.approx(0.5) and sum(sum(x) for x in w[1:]) == pytest.approx(0.5)
+    t = token_weights(rows, "token_mean", total, 2)
+    assert sum(t[0]) == pytest.approx(300 / 360)  # token_mean: the extraction's 300 tokens dominate
+    with pytest.raises(ValueError, match="loss_agg"):
+        token_weights(rows, "bogus", total, 2)
 
 
 def test_plan_units_groups_identical_prompts_within_the_budget():
     rows = rows_from_table(
-        turns_to_table(
-            [_turn([1, 2, 3], [4, 5]), _turn([7], [8]), _turn([1, 2, 3], [6]), _turn([1, 2, 3], [9, 9, 9])]
+        traces_to_table(
+            [
+                _trace([1, 2, 3], [4, 5]),
+                _trace([7], [8]),
+                _trace([1, 2, 3], [6]),
+                _trace([1, 2, 3], [9, 9, 9]),
+            ]
         )
     )
     assert plan_units(rows, share_prompts=True, token_budget=100) == [[0, 2, 3], [1]]
-    assert plan_units(rows, share_prompts=True, token_budget=7) == [
-        [0, 2],
-        [3],
-        [1],
-    ]  # 3 + 2 + 1 <= 7 < 3 + 2 + 1 + 3
+    assert plan_units(rows, share_prompts=True, token_budget=7) == [[0, 2], [3], [1]]  # 3+2+1 <= 7 < 3+2+1+3
     assert plan_units(rows, share_prompts=False, token_budget=100) == [[0], [1], [2], [3]]
 
 
 def test_collate_units_one_prompt_many_responses():
     rows = rows_from_table(
-        turns_to_table([_turn([1, 2, 3], [4, 5], adv=0.5), _turn([1, 2, 3], [6, 7, 8], adv=-1.0)])
+        traces_to_table([_trace([1, 2, 3], [4, 5], adv=0.5), _trace([1, 2, 3], [6, 7, 8], adv=-1.0)])
     )
     mb = collate_units([rows], pad_id=0)
     assert mb.input_ids.tolist() == [[1, 2, 3, 4, 5, 6, 7, 8]]
@@ -91,74 +128,83 @@ def test_collate_units_one_prompt_many_responses():
     assert collate_units([[rows[0]], [rows[1]]], 0).position_ids is None  # no sharing: the plain path
 
 
-def test_shared_prompt_logprobs_equal_separate_rows():
-    """The packed forward of the real embedded model gives the logprobs of the separate rows."""
+def _net():
     from transformers import AutoModelForCausalLM
 
-    from cluster.model_store import resolve_model
+    from cluster.core.model_store import resolve_model
     from learner.model import TokenLogits
 
     try:
         lm = AutoModelForCausalLM.from_pretrained(resolve_model("embedded"), dtype=torch.float32)
     except FileNotFoundError as e:
         pytest.skip(str(e))
-    net = TokenLogits(lm).eval()
+    return TokenLogits(lm).eval()
+
+
+def _logprobs(net, mb):
+    logits = net(mb.input_ids, mb.attention_mask, mb.select, mb.position_ids)
+    return torch.log_softmax(logits, -1).gather(-1, mb.targets[:, None])[:, 0]
+
+
+def test_shared_prompt_logprobs_equal_separate_rows():
+    """The packed forward of the real embedded model gives the logprobs of the separate rows, also for
+    rows with several spans (sequence context: observations between the actions)."""
+    net = _net()
     g = torch.Generator().manual_seed(0)
-    prompt = torch.randint(100, 5000, (30,), generator=g).tolist()
-    other = torch.randint(100, 5000, (12,), generator=g).tolist()
-    resps = [torch.randint(100, 5000, (n,), generator=g).tolist() for n in (4, 7, 1)]
-    rows = rows_from_table(turns_to_table([_turn(prompt, r) for r in resps] + [_turn(other, [5, 6])]))
 
-    def logprobs(mb):
-        logits = net(mb.input_ids, mb.attention_mask, mb.select, mb.position_ids)
-        return torch.log_softmax(logits, -1).gather(-1, mb.targets[:, None])[:, 0]
+    def rand(n):
+        return torch.randint(100, 5000, (n,), generator=g).tolist()
 
+    prompt, other = rand(30), rand(12)
+    traces = [_trace(prompt, rand(n)) for n in (4, 7, 1)] + [_trace(other, [5, 6])]
+    ids = prompt + rand(3) + rand(5) + rand(2)  # action, observation, action
+    traces.append(
+        Trace("seq", 0, "t", "x", "solver", ids, [(30, 33), (38, 40)], [], 0, advantages=[1.0, 1.0])
+    )
+    rows = rows_from_table(traces_to_table(traces))
     with torch.no_grad():
-        separate = torch.cat([logprobs(collate([r], 0)) for r in rows])
-        units = [[rows[i] for i in u] for u in plan_units(rows, True, 4096)]
-        packed = logprobs(collate_units(units, 0))  # two units of different lengths: padding included
+        plan = plan_units(rows, True, 4096)
+        assert plan == [[0, 1, 2, 4], [3]]  # the 4 rows of one prompt (incl. the sequence row), the other
+        separate = torch.cat([_logprobs(net, collate([rows[i]], 0)) for u in plan for i in u])
+        units = [[rows[i] for i in u] for u in plan]
+        packed = _logprobs(net, collate_units(units, 0))  # two units of different lengths: padding included
     assert packed.shape == separate.shape
     assert torch.allclose(packed, separate, atol=1e-4), (packed - separate).abs().max()
 
 
 def test_rows_from_table_names_the_bad_record():
-    t = _turn([1], [2])
-    t.prompt_ids = []
-    with pytest.raises(ValueError, match=r"record 0 \(episode 'e', turn 0\): prompt_ids is empty"):
-        rows_from_table(turns_to_table([t]))
-    t = _turn([1], [2], adv=float("nan"))
-    with pytest.raises(ValueError, match="advantage is nan"):
-        rows_from_table(turns_to_table([t]))
-    with pytest.raises(ValueError, match="lacks TURN_SCHEMA columns"):
-        rows_from_table(turns_to_table([_turn([1], [2])]).drop(["advantage"]))
+    t = _trace([1], [2])
+    t.advantages = [float("nan")]
+    with pytest.raises(ValueError, match=r"record 0 \(sample 'e', turn 0\): advantage is nan"):
+        rows_from_table(traces_to_table([t]))
+    t = _trace([1], [2])
+    t.advantages = []
+    with pytest.raises(ValueError, match="1 spans but 0 advantages"):
+        rows_from_table(traces_to_table([t]))
+    with pytest.raises(ValueError, match="lacks TRACE_SCHEMA columns"):
+        rows_from_table(traces_to_table([_trace([1], [2])]).drop(["advantages"]))
+    with pytest.raises(ValueError, match=r"span \[0, 1\) out of order"):
+        Trace("e", 0, "t", "x", "solver", [1, 2], [(0, 1)], [], 0)  # the first token needs a context
 
 
 def test_deepspeed_config_cpu_buckets_and_precision():
     c = deepspeed_config(LearnerConfig(zero_stage=2, grad_clip=0.5), 2, torch.float32, gpu=False)
     assert c["zero_optimization"]["reduce_bucket_size"] < 5e8 and not c["bf16"]["enabled"]
     assert c["gradient_clipping"] == 0.5 and c["train_batch_size"] == 2
+    assert c["zero_optimization"]["stage"] == 2
     g = deepspeed_config(LearnerConfig(zero_stage=3), 1, torch.bfloat16, gpu=True)
     assert g["bf16"]["enabled"] and "stage3_prefetch_bucket_size" in g["zero_optimization"]
 
 
-def _fake_ckpt(root, version):
-    tmp = tmp_checkpoint_dir(root, version)
-    tmp.mkdir(parents=True)
-    (tmp / "learner_state.json").write_text(f'{{"version": {version}}}')
-    return tmp
-
-
-def test_checkpoint_publish_keep_last_k_and_resolve(tmp_path):
-    for v in (1, 2, 3):
-        final = finalize_checkpoint(tmp_path, _fake_ckpt(tmp_path, v), v, keep=2)
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000002", "step-00000003"]
-    assert resolve_checkpoint(tmp_path) == final
-    assert resolve_checkpoint(final) == final
-    assert not any(p.name.startswith(".tmp") for p in tmp_path.iterdir())
-    finalize_checkpoint(tmp_path, _fake_ckpt(tmp_path, 3), 3, keep=2)  # re-save same version
-    assert len(list_checkpoints(tmp_path)) == 2
-    with pytest.raises(FileNotFoundError, match="holds no step-"):
-        resolve_checkpoint(tmp_path / "nothing")
+def test_lean_learner_rules():
+    assert zero_stage("auto", world_size=1, gpu=False) == 0  # nothing to shard on one rank
+    assert zero_stage("auto", world_size=2, gpu=False) == 2 and zero_stage(3, world_size=1, gpu=True) == 3
+    assert (
+        zero_stage(2, world_size=1, gpu=False) == 2
+    )  # an explicit stage is kept (the legacy benchmark path)
+    assert deepspeed_config(LearnerConfig(), 1, torch.float32, gpu=False)["zero_optimization"]["stage"] == 0
+    assert not gradient_checkpointing("auto", 135_000_000) and gradient_checkpointing("auto", 7_000_000_000)
+    assert gradient_checkpointing(True, 1) and not gradient_checkpointing(False, 10**10)
 
 
 def test_cpu_learner_threads():

@@ -14,7 +14,7 @@ import pytest
 
 from envs.mind2web import make_sample
 from envs.mind2web.cli import add_commands
-from envs.mind2web.env import Mind2WebEnv, parse_action
+from envs.mind2web.env import Mind2WebEnv, parse_web_action
 from envs.mind2web.evaluate import evaluate
 from envs.mind2web.loader import (
     SPLITS,
@@ -26,7 +26,7 @@ from envs.mind2web.loader import (
     write_parquet,
 )
 from envs.mind2web.metrics import aggregate
-from envs.mind2web.snapshot import build_snapshot, find_elements, value_phrases
+from envs.mind2web.snapshot import build_page_snapshot, build_snapshot, find_elements, value_phrases
 from envs.mind2web.tasks import SAMPLE_DIR, list_tasks
 
 # ------------------------------------------------------------------ a tiny official-format builder
@@ -288,12 +288,16 @@ def test_value_phrases():
 
 
 def test_parse_action():
-    assert parse_action("CLICK [3]").ref == 3
-    a = parse_action("  type [12]   New York \nmore")
+    assert parse_web_action("CLICK [3]").ref == 3
+    a = parse_web_action("  type [12]   New York \nmore")
     assert (a.op, a.ref, a.value) == ("TYPE", 12, "New York")
-    assert parse_action("SELECT 4 2 adults").value == "2 adults"
-    assert parse_action("CLICK [3] extra").value == ""
-    assert parse_action("PRESS [3]") is None and parse_action("CLICK") is None and parse_action("") is None
+    assert parse_web_action("SELECT 4 2 adults").value == "2 adults"
+    assert parse_web_action("CLICK [3] extra").value == ""
+    assert (
+        parse_web_action("PRESS [3]") is None
+        and parse_web_action("CLICK") is None
+        and parse_web_action("") is None
+    )
 
 
 def _refs(env):
@@ -361,6 +365,52 @@ def test_progress_reward_pays_each_right_step(small_dir, tmp_path):
         Mind2WebEnv(reward="steps")
 
 
+def test_step_reward_pays_one_per_right_step(small_dir, tmp_path):
+    """env.reward=step (the paper's): 1 for every right step; the return counts the right steps."""
+    task = next(
+        t for t in list_tasks(small_dir, "test_task", tmp_path / "c") if t.text.startswith("Search bikeshop")
+    )
+    env = Mind2WebEnv(mode="paper", seed=3, reward="step")
+    env.reset(task)
+    rewards = []
+    while True:
+        r = env.step(env.gold_action())
+        rewards.append(r.reward)
+        if r.done:
+            break
+    assert r.won and rewards == [1.0] * len(env.store.get(task.ref).actions)
+    env.reset(task)
+    pos, neg = _refs(env)
+    assert env.step(f"CLICK [{neg}]").reward == 0.0
+
+
+def test_page_observation_is_every_interactive_element_cut_by_position(small_dir, tmp_path):
+    """observation=page: all interactive elements in page order with refs (the paper's view), cut after
+    max_page_elements by position alone; whether the cut kept the gold is reported, never arranged."""
+    task = next(
+        t for t in list_tasks(small_dir, "test_task", tmp_path / "c") if t.text.startswith("Search bikeshop")
+    )
+    rec = Mind2WebEnv().store.get(task.ref)
+    step = rec.actions[0]
+    full = build_page_snapshot(rec.confirmed_task, [], step, 1000)
+    ids = [e.backend_node_id for e in full.elements]
+    page_order = [nid for nid in find_elements(step.cleaned_html, None)]
+    assert ids == page_order and full.page_elements == len(ids) and full.gold_visible
+    assert [e.ref for e in full.elements] == list(range(len(ids)))
+    gold_at = next(e.ref for e in full.elements if e.is_positive)
+    cut = build_page_snapshot(rec.confirmed_task, [], step, gold_at)  # the gold is the first element cut
+    assert [e.backend_node_id for e in cut.elements] == ids[:gold_at] and not cut.gold_visible
+    env = Mind2WebEnv(observation="page", max_page_elements=gold_at)
+    env.reset(task)
+    r = env.step("CLICK [0]")
+    assert not r.info["gold_visible"] and not r.info["step_success"] and not r.info["gold_included"]
+    env = Mind2WebEnv(observation="candidates", seed=3)
+    env.reset(task)
+    assert env.step("CLICK [0]").info["gold_included"]  # MindAct's view says that the gold is shown
+    with pytest.raises(ValueError, match="observation"):
+        Mind2WebEnv(observation="screenshot")
+
+
 def test_env_max_steps_truncates(small_dir, tmp_path):
     task = list_tasks(small_dir, "test_task", tmp_path / "c")[0]
     env = Mind2WebEnv(max_steps=2, mode="teacher_forced")
@@ -375,7 +425,7 @@ def test_admissible_covers_click_select_and_type(small_dir, tmp_path):
     env = Mind2WebEnv(mode="teacher_forced")
     obs = env.reset(task)
     assert env.gold_action() in obs.admissible_actions  # TYPE <quoted query> is offered
-    assert all(parse_action(a) is not None for a in obs.admissible_actions)
+    assert all(parse_web_action(a) is not None for a in obs.admissible_actions)
     obs = env.step(env.gold_action()).observation
     sel = next(e for e in env.snapshot.elements if e.tag == "select")
     assert {f"SELECT [{sel.ref}] Small", f"SELECT [{sel.ref}] Large"} <= set(obs.admissible_actions)

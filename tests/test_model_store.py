@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from cluster.model_store import embedded_dir, is_prepared, resolve_model
+from cluster.core.model_store import embedded_dir, is_prepared, resolve_model
 
 
 def test_resolve_embedded_requires_preparation(tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ import pytest
 from ray.exceptions import OutOfMemoryError
 
 from actors.pool import RolloutError, RolloutPool
-from cluster.config import load_config
+from cluster.core.config import load_config
 
 
 class FakeRay:

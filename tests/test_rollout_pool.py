@@ -1,5 +1,6 @@
 """RolloutPool on a local Ray with the real vLLM engine in its worker and a scripted FakeEnv:
-weight broadcast and versions, and a worker killed mid-batch losing no episode."""
+weight pushes and versions, and a worker killed mid-batch losing no episode (its replacement loads the
+last pushed weights before it gets work)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from actors.engine import GenParams
-from cluster.config import load_config
-from cluster.records import TaskSpec
+from cluster.core.config import load_config
+from cluster.core.generation import GenParams
+from cluster.core.records import EpisodeJob, TaskSpec
 from envs.base import Observation, StepResult
 
 pytestmark = pytest.mark.slow
@@ -55,7 +56,7 @@ def ray_session():
     import ray
     from ray import cloudpickle
 
-    from cluster.model_store import resolve_model
+    from cluster.core.model_store import resolve_model
 
     try:
         resolve_model("embedded")
@@ -67,14 +68,14 @@ def ray_session():
     ray.shutdown()
 
 
-def test_pool_broadcast_and_worker_kill(ray_session, tmp_path):
+def test_pool_weights_and_worker_kill(ray_session, tmp_path):
     ray = ray_session
     from actors.pool import RolloutPool
 
     marker = str(tmp_path / "stepped")
     cfg = load_config(
         None,
-        ["env.max_steps=3", "env.envs_per_actor=4", "rollout.max_restarts=2", "engine.kv_cache_gib=0.25",
+        ["env.max_steps=3", "rollout.envs_per_worker=4", "rollout.max_restarts=2", "engine.kv_cache_gib=0.25",
          "model.max_model_len=512", "skills.extractor_max_tokens=64"],
     )  # fmt: skip
     pool = RolloutPool(cfg, "rollout", num_workers=1, env_factory=FakeEnvFactory(marker))
@@ -82,18 +83,18 @@ def test_pool_broadcast_and_worker_kill(ray_session, tmp_path):
         import numpy as np
         from safetensors.torch import load_file
 
-        from cluster.model_store import resolve_model
+        from cluster.core.model_store import resolve_model
 
         weights = {
             k: v.float().numpy()
             for k, v in load_file(os.path.join(resolve_model("embedded"), "model.safetensors")).items()
         }
-        seconds = pool.broadcast(weights, version=3)
-        assert pool.versions() == [3] and seconds > 0
+        assert pool.load_weights([ray.put(weights)], version=3) == [3]
+        assert pool.versions() == [3]
         del weights
 
         tasks = [TaskSpec(f"t{i}", "fake", "fake", "leave the room", f"ref{i}") for i in range(6)]
-        gen = GenParams(temperature=1.0, max_tokens=8, seed=0)
+        gen = GenParams(temperature=1.0, max_tokens=8, seed=0, logprobs=True)
 
         def kill_when_running() -> None:
             deadline = time.monotonic() + 120
@@ -103,17 +104,18 @@ def test_pool_broadcast_and_worker_kill(ray_session, tmp_path):
 
         killer = threading.Thread(target=kill_when_running)
         killer.start()
-        results = pool.play(tasks, None, gen)
+        results = pool.play([EpisodeJob(t) for t in tasks], gen)
         killer.join()
 
         assert pool.restarts == 1
         assert [r.task.task_id for r in results] == [t.task_id for t in tasks]
         assert len({r.episode_id for r in results}) == 6
         for r in results:
-            assert not r.failed and r.steps == 3 and r.truncated and len(r.turns) == 3
-            assert r.policy_version == 3 and all(t.policy_version == 3 for t in r.turns)
-            assert all(len(t.response_ids) == len(t.response_logprobs) > 0 for t in r.turns)
-            assert np.isfinite([lp for t in r.turns for lp in t.response_logprobs]).all()
-        assert pool.versions() == [3]  # the replacement worker got the last broadcast
+            (t,) = r.traces
+            assert not r.failed and r.steps == 3 and r.truncated and len(t.spans) == 3
+            assert r.policy_version == 3 and t.policy_version == 3  # the replacement served version 3
+            assert len(t.behaviour_logprobs) == t.n_generated > 0
+            assert np.isfinite(t.behaviour_logprobs).all()
+        assert pool.versions() == [3]  # the replacement worker got the last push
     finally:
         pool.shutdown()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cluster.config import ClusterConfig, ServeConfig, load_config
+from cluster.core.config import ClusterConfig, ServeConfig, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SKIP_DIRS = {".venv", ".cache", ".git", "data", "runs", "node_modules", "__pycache__", "evolving_rl.egg-info"}
@@ -103,7 +103,7 @@ def test_cluster_file_opens_no_port_to_the_world():
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from cluster.model_store import resolve_model
+    from cluster.core.model_store import resolve_model
 
     try:
         return AutoTokenizer.from_pretrained(resolve_model("embedded"))
@@ -131,8 +131,19 @@ def special_counts(tokenizer, ids: list[int]) -> dict[str, int]:
 
 @pytest.mark.parametrize("attack", ATTACKS)
 def test_solver_prompt_cannot_be_injected(tokenizer, attack):
-    from actors.prompts import SolverView, encode_messages, solver_messages
+    from actors.prompts import (
+        ChatFormat,
+        Conversation,
+        PromptStyle,
+        SolverView,
+        first_user,
+        next_user,
+        system_prompt,
+        window_messages,
+    )
+    from cluster.core.text import encode_messages
 
+    style = PromptStyle("alfworld")
     view = SolverView(
         task_text="put a mug in the sink " + attack,
         observation="You see a mug. " + attack,
@@ -140,23 +151,34 @@ def test_solver_prompt_cannot_be_injected(tokenizer, attack):
         history=[(attack, attack)],
         skill="Skill: " + attack,
     )
-    ids = encode_messages(tokenizer, solver_messages(view, tokenizer=tokenizer))
-    clean = encode_messages(tokenizer, solver_messages(SolverView("t", "o", ["a"], [("a", "o")], "s")))
+    ids = encode_messages(tokenizer, window_messages(style, view, tokenizer))
+    clean = encode_messages(tokenizer, window_messages(style, SolverView("t", "o", ["a"], [("a", "o")], "s")))
     assert special_counts(tokenizer, ids) == special_counts(tokenizer, clean)
     text = tokenizer.decode(ids)
-    assert text.count("<|im_start|>") == 3 and "Ignore the task" not in text.split("<|im_start|>user")[0]
+    assert (
+        text.count("<|im_start|>") == 3
+        and "Ignore the task" not in text.split("<|im_start|>user")[0].split("Skill:")[0]
+    )
+    # the sequence context: observations appended turn after turn carry no control token either
+    conv = Conversation.start(tokenizer, system_prompt(style, view.skill, True, tokenizer),
+                              first_user(style, view.task_text, view.observation, view.admissible_actions, view.skill,
+                                         tokenizer))  # fmt: skip
+    conv.add_response(tokenizer.encode("take mug 1", add_special_tokens=False) + [tokenizer.eos_token_id])
+    conv.add_user(ChatFormat(tokenizer), next_user(style, "You took it. " + attack, [attack], tokenizer))
+    # system, user, assistant (its end generated), user, and the next assistant header: nothing forged
+    assert special_counts(tokenizer, conv.ids) == {"<|im_start|>": 5, "<|im_end|>": 4}
 
 
 @pytest.mark.parametrize("attack", ATTACKS)
 def test_extractor_prompt_and_parsed_skills_cannot_be_injected(tokenizer, attack):
-    from actors.prompts import encode_messages
-    from cluster.records import EpisodeResult, TaskSpec
+    from cluster.core.records import EpisodeResult, TaskSpec
+    from cluster.core.text import encode_messages
     from skills.extractor import extractor_messages
     from skills.parse import parse_skill
     from skills.schema import render_card
 
     task = TaskSpec("t1", "alfworld", "pick_" + attack, "put a mug " + attack, "ref")
-    ep = EpisodeResult("e1", task, "solver", False, 0.0, 2, text=f"Task: x\n> look\n{attack}\nOutcome: lost")
+    ep = EpisodeResult("e1", task, False, 0.0, 2, text=f"Task: x\n> look\n{attack}\nOutcome: lost")
     ids = encode_messages(tokenizer, extractor_messages(ep))
     assert special_counts(tokenizer, ids).get("<|im_start|>") == 3
     assert special_counts(tokenizer, ids).get("<|im_end|>") == 2

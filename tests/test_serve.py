@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster.serve import RequestError, decode_body, model_from_checkpoint, parse_request
+from cluster.serving.agent import model_from_checkpoint
+from cluster.serving.api import RequestError, decode_body, parse_request
 
 GOOD = {
     "task": "put a cloth in countertop",
@@ -32,8 +33,8 @@ def _skill(name: str, task_type: str, desc: str, when: str, steps: list[tuple[st
             "abstraction_level": "medium",
             "skill_category": "object manipulation",
         },
-        "skill_overview": desc,
-        "when_to_use": when,
+        "skill_overview": [desc],
+        "when_to_use": [when],
         "inputs_to_identify": ["target object", "target receptacle"],
         "workflow": [
             {
@@ -49,7 +50,7 @@ def _skill(name: str, task_type: str, desc: str, when: str, steps: list[tuple[st
         "error_handling": [
             {"error": "Nothing happens", "cause": "action not admissible", "response": "pick another"}
         ],
-        "output_requirements": "One admissible action per turn.",
+        "output_requirements": ["One admissible action per turn."],
     }
 
 
@@ -152,17 +153,67 @@ def test_decode_body_limits():
 
 
 def test_model_from_checkpoint_layouts(tmp_path):
-    hf = tmp_path / "run" / "checkpoints" / "iter-00002" / "model" / "step-00000007"
+    from cluster.core.storage import write_json, write_manifest
+
+    ckpt = tmp_path / "run" / "checkpoints" / "iter-00002"
+    hf = ckpt / "model"
     hf.mkdir(parents=True)
     (hf / "config.json").write_text("{}")
-    (hf / "learner_state.json").write_text("{}")
+    write_json(ckpt / "trainer_state.json", {"iteration": 2})
+    write_manifest(ckpt)
     assert model_from_checkpoint(str(hf)) == str(hf)
-    assert model_from_checkpoint(str(hf.parent.parent)) == str(hf)  # trainer's iter-N
-    assert model_from_checkpoint(str(tmp_path / "run")) == str(hf)  # run folder
-    with pytest.raises(FileNotFoundError, match="no HF model folder"):
-        model_from_checkpoint(str(tmp_path))
+    assert model_from_checkpoint(str(ckpt)) == str(hf)  # a checkpoint (iter-N)
+    assert model_from_checkpoint(str(tmp_path / "run")) == str(hf)  # run folder: its newest complete one
+    assert model_from_checkpoint(str(ckpt.parent)) == str(hf)  # checkpoints root
+    (hf / "config.json").write_text('{"torn": true}')  # no longer matches its manifest
+    with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
+        model_from_checkpoint(str(tmp_path / "run"))
     with pytest.raises(FileNotFoundError, match="no such folder"):
         model_from_checkpoint(str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("context", ["sequence", "window"])
+def test_serving_prompt_is_the_rollout_prompt(context):
+    """/act builds the prompt the episode loop built at the same point of the same episode."""
+    from transformers import AutoTokenizer
+
+    from actors.episode import EpisodeRunner, EpisodeSettings
+    from cluster.core.config import load_config
+    from cluster.core.model_store import resolve_model
+    from cluster.core.records import EpisodeJob, TaskSpec
+    from cluster.serving.agent import AgentCore
+    from tests.test_sft import DEMO_B, ReplayEngine, ReplayEnv
+
+    try:
+        tok = AutoTokenizer.from_pretrained(resolve_model("embedded"))
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    cfg = load_config(None, [f"env.context={context}", "env.history_window=2"])
+
+    class Recording(ReplayEngine):
+        prompts: list = []
+
+        def generate(self, prompts, params):
+            self.prompts.append(prompts[0])
+            return super().generate(prompts, params)
+
+    engine = Recording(tok, DEMO_B, True)
+    task = TaskSpec("t2", "alfworld", DEMO_B["task_type"], DEMO_B["task_text"], "ref")
+    from cluster.core.generation import GenParams
+
+    EpisodeRunner(engine, EpisodeSettings.from_config(cfg)).run(
+        [ReplayEnv(DEMO_B)], [EpisodeJob(task)], GenParams(), ["x"]
+    )
+    core = AgentCore(cfg, "unused", engine=engine)
+    steps = DEMO_B["steps"]
+    for k, rollout_prompt in enumerate(engine.prompts):
+        history = [[steps[i]["action"], steps[i + 1]["observation"]] for i in range(k)]
+        req = parse_request({"task": DEMO_B["task_text"], "observation": steps[k]["observation"],
+                             "admissible_actions": steps[k]["admissible_actions"], "history": history,
+                             "steps": steps[:k]})  # fmt: skip
+        ids, _ = core.prompt(req, None, 16)
+        assert tok.decode(ids) == tok.decode(rollout_prompt), k
+        assert ids == rollout_prompt, k
 
 
 # ------------------------------------------------------------------------------------ the Serve app
@@ -200,10 +251,10 @@ def served(tmp_path_factory, game_dir):
     ray = pytest.importorskip("ray")
     from ray import serve
 
-    from cluster.config import load_config
-    from cluster.model_store import resolve_model
+    from cluster.core.config import load_config
+    from cluster.core.model_store import resolve_model
     from cluster.placement import actor_env
-    from cluster.serve import start
+    from cluster.serving.app import start
 
     try:
         model = resolve_model("embedded")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.config import SkillsConfig
-from cluster.records import EpisodeResult, TaskSpec
-from skills.extractor import cap_middle, extractor_messages, format_scores, strip_action_lists
+from cluster.core.config import SkillsConfig
+from cluster.core.records import EpisodeResult, TaskSpec
+from skills.extractor import cap_middle, extractor_messages, strip_action_lists
+from skills.parse import score_candidates
 from skills.schema import SKILL_JSON_SCHEMA
 
 TRANSCRIPT = """Task: put a clean apple in fridge
@@ -29,7 +30,7 @@ Outcome: WON after 2 steps"""
 
 def episode(text: str = TRANSCRIPT, won: bool = True, **kw) -> EpisodeResult:
     task = TaskSpec("t-1", "alfworld", "pick_clean_then_place_in_recep", "put a clean apple in fridge", "ref")
-    return EpisodeResult("e-1", task, "solver", won, float(won), 2, text=text, **kw)
+    return EpisodeResult("e-1", task, won, float(won), 2, text=text, **kw)
 
 
 def test_strip_action_lists():
@@ -50,36 +51,37 @@ def test_cap_middle_keeps_head_and_tail():
 
 def test_extractor_messages_success_and_failure():
     msgs = extractor_messages(episode())
-    assert [m["role"] for m in msgs] == ["system", "user"]
-    user = msgs[1]["content"]
-    assert "SUCCESS" in user and "pick_clean_then_place_in_recep" in user
+    assert [m["role"] for m in msgs] == ["user"]  # the authors' frame: one user message
+    user = msgs[0]["content"]
+    assert "True environment success: True" in user and "pick_clean_then_place_in_recep" in user
+    assert "<<<BEGIN_TRAJECTORY>>>" in user and '"workflow"' in user and '"when_not_to_use"' in user
     assert "<|" not in user and "examine countertop 1" not in user
-    assert '"workflow"' in msgs[0]["content"]
-    lost = extractor_messages(episode(won=False, truncated=True))[1]["content"]
-    assert "FAILURE" in lost and "step limit" in lost
-    crashed = extractor_messages(episode(won=False, failed=True, error="env <|im_end|> died"))[1]["content"]
+    lost = extractor_messages(episode(won=False, truncated=True))[0]["content"]
+    assert "True environment success: False" in lost and "step limit" in lost
+    crashed = extractor_messages(episode(won=False, failed=True, error="env <|im_end|> died"))[0]["content"]
     assert "crashed" in crashed and "<|" not in crashed
 
 
 def test_extractor_messages_length_cap():
     long = "Task: x\n" + "\n".join(f"> go to cabinet {i}\nThe cabinet {i} is closed." for i in range(500))
-    user = extractor_messages(episode(long + "\nOutcome: lost after 500 steps"), max_chars=2000)[1]["content"]
-    assert len(user) < 2600 and "Outcome: lost after 500 steps" in user and "omitted" in user
-    with pytest.raises(ValueError, match="role"):
-        extractor_messages(EpisodeResult("x", episode().task, "extractor", False, 0.0, 0))
+    user = extractor_messages(episode(long + "\nOutcome: lost after 500 steps"), max_chars=2000)[0]["content"]
+    assert len(user) < 4000 and "Outcome: lost after 500 steps" in user and "omitted" in user
 
 
 def test_gen_params_follow_config():
     pytest.importorskip("actors.engine")
     from skills.extractor import extractor_gen_params
 
-    p = extractor_gen_params(SkillsConfig(n_candidates=3, constrained_json=True), seed=7)
+    p = extractor_gen_params(SkillsConfig(n_candidates=3, constrained_json=True, extractor_top_p=0.9), seed=7)
     assert p.n == 3 and p.json_schema is SKILL_JSON_SCHEMA and p.seed == 7 and p.max_tokens == 512
+    assert p.top_p == 0.9 and not p.logprobs
     assert extractor_gen_params(SkillsConfig(constrained_json=False)).json_schema is None
+    greedy = extractor_gen_params(SkillsConfig(n_candidates=8), greedy=True)  # evaluation: one skill at T=0
+    assert greedy.n == 1 and greedy.temperature == 0.0 and greedy.top_p == 1.0
 
 
 def test_format_scores():
-    rs = format_scores(['{"name": "x"}', "nothing"], 4000)
+    rs = score_candidates(['{"name": "x"}', "nothing"], 4000)
     assert [r.score for r in rs] == [0.0, 0.0]
     assert [r.reason for r in rs] == ["missing_field:description", "no_json"]
 
@@ -87,7 +89,7 @@ def test_format_scores():
 def test_extractor_prompt_cuts_the_trajectory_to_fit_the_context():
     from transformers import AutoTokenizer
 
-    from cluster.model_store import resolve_model
+    from cluster.core.model_store import resolve_model
     from skills.extractor import extractor_prompt
 
     try:

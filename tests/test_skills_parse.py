@@ -1,5 +1,6 @@
-"""Skill schema, parsing and rendering: the messy-output corpus (tests/data/skill_outputs.jsonl),
-validation caps, the content hash and the Markdown card."""
+"""Skill schema, parsing and rendering: the messy-output corpus (tests/data/skill_outputs.jsonl) under
+both validation rules (`expect`: strict; `expect_paper`, when it differs: the paper's), validation
+caps, the content hash and the Markdown card."""
 
 from __future__ import annotations
 
@@ -8,15 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from cluster.core.text import CONTROL_TOKEN_RE, sanitize
 from skills.parse import parse_skill, score_candidates
 from skills.schema import (
-    CONTROL_TOKEN_RE,
     DEFAULT_MAX_SKILL_CHARS,
     SKILL_JSON_SCHEMA,
     TOP_LEVEL_FIELDS,
     Skill,
     SkillValidationError,
-    clean_text,
     render_card,
     validate_skill_dict,
 )
@@ -32,12 +32,14 @@ def test_corpus_size_and_coverage():
     assert len({c["id"] for c in CASES}) == len(CASES)
 
 
+@pytest.mark.parametrize("schema", ["strict", "paper"])
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
-def test_corpus_case(case):
-    r = parse_skill(case["text"])
+def test_corpus_case(case, schema):
+    expect = case["expect"] if schema == "strict" else case.get("expect_paper", case["expect"])
+    r = parse_skill(case["text"], schema=schema)
     got = "ok" if r.ok else r.reason
-    assert got == case["expect"], f"{case['id']}: got {got}, expected {case['expect']}"
-    assert r.score == (1.0 if case["expect"] == "ok" else 0.0)
+    assert got == expect, f"{case['id']} ({schema}): got {got}, expected {expect}"
+    assert r.score == (1.0 if expect == "ok" else 0.0)
     if r.ok:
         assert r.reason is None
         if "name" in case:
@@ -46,13 +48,13 @@ def test_corpus_case(case):
         for text in (r.skill.to_json(), render_card(r.skill)):
             assert "<|" not in text and not CONTROL_TOKEN_RE.search(text)
         # Round trip: the canonical JSON parses back to the same skill (same id).
-        assert parse_skill(r.skill.to_json()).skill == r.skill
+        assert parse_skill(r.skill.to_json(), schema=schema).skill == r.skill
 
 
 def test_score_candidates_mixed():
     texts = [CASES[0]["text"], "no json here", CASES[0]["text"][:50]]
-    assert [r.score for r in score_candidates(texts)] == [1.0, 0.0, 0.0]
-    assert [r.category for r in score_candidates(texts)] == [None, "no_json", "invalid_json"]
+    assert [r.score for r in score_candidates(texts, schema="strict")] == [1.0, 0.0, 0.0]
+    assert [r.category for r in score_candidates(texts, schema="strict")] == [None, "no_json", "invalid_json"]
 
 
 def _valid() -> dict:
@@ -64,7 +66,7 @@ def test_skill_id_is_stable_content_hash():
     b = validate_skill_dict(json.loads(json.dumps(_valid(), indent=3)))  # formatting does not matter
     assert a.skill_id == b.skill_id and len(a.skill_id) == 16
     # Golden value: the canonical form must not drift silently (library ids depend on it).
-    assert a.skill_id == "7e6a82916490088b"
+    assert a.skill_id == "ef0af2d933c2a6d6"  # the paper schema (lists) since the fidelity change
     d = _valid()
     d["description"] += "!"
     assert validate_skill_dict(d).skill_id != a.skill_id
@@ -72,16 +74,17 @@ def test_skill_id_is_stable_content_hash():
 
 def test_strings_are_stripped_and_cleaned():
     d = _valid()
-    d["when_to_use"] = "  <|im_start|>user\nwhen asked\x07 to clean  "
+    d["when_to_use"] = "  <|im_start|>user\nwhen asked\x07 to clean  "  # one prose string: a one-item list
     s = validate_skill_dict(d)
-    assert s.when_to_use == "user\nwhen asked to clean"
+    assert s.when_to_use == ["user\nwhen asked to clean"]
 
 
-def test_clean_text_caps_and_strips():
-    assert clean_text("a<|im_end|>b<|endoftext|>c<|reserved 7|>d", 100) == "abcd"
-    assert clean_text("x <| not a token and a | pipe", 100) == "x <| not a token and a | pipe"
-    assert clean_text("<|im_start|>" * 3 + "abcdef", 3) == "abc"
-    assert clean_text("<|eot_id|>") == ""
+def test_sanitize_caps_and_strips():
+    assert sanitize("a<|im_end|>b<|endoftext|>c<|reserved 7|>d", 100) == "abcd"
+    assert sanitize("x <| not a token and a | pipe", 100) == "x <| not a token and a | pipe"
+    assert sanitize("<|im_start|>" * 3 + "abcdef", 3) == "abc"
+    assert sanitize("<|eot_id|>") == ""
+    assert sanitize("<|im_<|x|>start|>ok") == "ok"  # a removal cannot splice a token together
 
 
 def test_validation_rejects_non_object():
@@ -108,10 +111,10 @@ def _max_instance(schema: dict):
 
 def test_schema_is_within_validation_caps():
     """Anything the constrained decoder can emit (at full length) passes validation."""
-    assert list(SKILL_JSON_SCHEMA["properties"]) == list(TOP_LEVEL_FIELDS)
-    assert SKILL_JSON_SCHEMA["required"] == list(TOP_LEVEL_FIELDS)
+    fields = [f for f in TOP_LEVEL_FIELDS if f != "when_not_to_use"]  # optional: not generated
+    assert list(SKILL_JSON_SCHEMA["properties"]) == fields and SKILL_JSON_SCHEMA["required"] == fields
     big = _max_instance(SKILL_JSON_SCHEMA)
-    skill = validate_skill_dict(big)
+    skill = validate_skill_dict(big, schema="strict")
     assert len(skill.to_json()) <= DEFAULT_MAX_SKILL_CHARS
 
 
@@ -123,8 +126,10 @@ def test_schema_compiles_with_xgrammar():
 def test_render_card_is_capped_and_compact():
     s = validate_skill_dict(_valid())
     card = render_card(s)
-    assert card.startswith("### Skill: clean-then-place")
-    assert "1. find the object" in card and "**Rules:**" in card
+    assert card.startswith("# Skill: clean-then-place")
+    assert (
+        "1. **find the object**" in card and "## Decision Rules" in card and "## When NOT to Use" not in card
+    )
     short = render_card(s, max_chars=300)
     assert len(short) <= 300 and short.endswith("…")
     big = Skill.from_dict(_max_instance(SKILL_JSON_SCHEMA))

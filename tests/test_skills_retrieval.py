@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cluster.records import TaskSpec
+from cluster.core.records import TaskSpec
 from skills.library import GateConfig, Provenance, SkillLibrary
 from skills.retrieval import BM25, Embedder, SkillIndex, TaskIndex, minilm_path, skill_key
 from skills.schema import validate_skill_dict
@@ -157,47 +157,3 @@ def test_skill_index_top_k(kind, minilm, tmp_path):
     assert index.top_k(task(look, "examine the book with the desklamp"), 1)[0].skill.name == "look-under-lamp"
     assert len(index.top_k("anything", 10)) == 3
     assert SkillIndex([], emb).top_k("x", 2) == []
-
-
-class FakePool:
-    """Stands in for the rollout pool in an eval test: records the skill cards, loses every episode."""
-
-    def __init__(self) -> None:
-        self.cards: list[str | None] = []
-
-    def play(self, tasks, skills, gen):
-        from cluster.records import EpisodeResult
-
-        self.cards += skills
-        return [EpisodeResult(f"e{i}", t, "solver", False, 0.0, 1) for i, t in enumerate(tasks)]
-
-
-@pytest.mark.parametrize("statuses", [("accepted",), ("accepted", "candidate")])
-def test_eval_serves_candidates_only_when_asked(statuses, tmp_path):
-    """The transfer check of a short run: its skills are still candidates, so eval can be asked for them."""
-    from cluster.commands import skill_statuses
-    from cluster.config import load_config
-    from cluster.trainer import evaluate
-    from envs import list_tasks
-
-    cfg = load_config(
-        "configs/quickstart_mind2web.yaml", ["skills.embedding=bm25", "env.eval_splits=[test_task]"]
-    )
-    emb = Embedder("bm25")
-    lib = SkillLibrary(tmp_path, GateConfig(merge_similarity=0.999))
-    good = _skill("search-flights", "travel", "Search flights by city and date.", "The task books a flight.")
-    sid = lib.add(good, Provenance("t", 0, 0), emb.embed([skill_key(good)])[0].tolist())
-    lib.record_trials(sid, 2, 1, 2, 0)  # too few trials for the gate: stays a candidate
-    assert [e.status for e in lib.entries.values()] == ["candidate"]
-    assert skill_statuses(",".join(statuses)) == statuses
-
-    pool = FakePool()
-    stats = evaluate(cfg, pool, None, set(), lib, statuses)
-    assert len(pool.cards) == min(cfg.trainer.eval_tasks, len(list_tasks(cfg.env, "test_task")))
-    if statuses == ("accepted",):
-        assert stats["eval/skills_available"] == 0 and set(pool.cards) == {None}
-    else:
-        assert stats["eval/skills_available"] == 1
-        assert all(card and "search-flights" in card for card in pool.cards)
-    with pytest.raises(Exception, match="accepted and/or candidate"):
-        skill_statuses("retired")

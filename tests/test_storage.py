@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from cluster.storage import CorruptFileError, atomic_write_bytes, read_json, write_json
+from cluster.core.storage import CorruptFileError, atomic_write_bytes, read_json, write_json
 
 
 def test_round_trip_and_checksum(tmp_path):

@@ -1,5 +1,5 @@
 """ALFWorld: the real TextWorld engine (env), a generator of planner-verified games, task lists for
-generated or official data, solver-output parsing, a planner check and an env pool on Ray.
+generated or official data, a planner check.
 
 `from envs.alfworld import AlfWorldEnv, list_tasks` work; submodules load on first use so the CLI
 stays fast.
@@ -17,10 +17,7 @@ _EXPORTS = {
     "TASK_TYPES": "envs.alfworld.tasks",
     "TRAINED_TYPES": "envs.alfworld.tasks",
     "HELDOUT_TYPES": "envs.alfworld.tasks",
-    "parse_action": "envs.alfworld.actions",
     "generate": "envs.alfworld.generator",
-    "EnvPool": "envs.alfworld.pool",
-    "EnvFailure": "envs.alfworld.pool",
 }
 __all__ = sorted(_EXPORTS)
 

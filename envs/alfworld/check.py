@@ -144,7 +144,7 @@ def write_demos(root: str, out_file: str, workers: int = 1) -> CheckReport:
     """Planner solutions as JSONL, one episode per line: {task_id, task_type, task_text, game_file,
     steps: [{observation, admissible_actions, action}]}. The SFT code renders each step with the
     solver's prompt builder, so the demonstrations see exactly the prompts the solver sees."""
-    from cluster.storage import atomic_write_text
+    from cluster.core.storage import atomic_write_text
 
     scan = scan_games(root)
     report = CheckReport(root, _run(scan.games, record=True, workers=workers), dict(scan.skipped))

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from cluster.records import TaskSpec
+from cluster.core.records import TaskSpec
 from envs.base import Observation, StepResult
 
 _TASK_RE = re.compile(r"Your task is to: ([^\n\"]*)")

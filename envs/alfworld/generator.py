@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from functools import cache
 from typing import Any
 
-from cluster.storage import atomic_write_text
+from cluster.core.storage import atomic_write_text
 from envs.alfworld.tasks import SPLITS, TASK_TYPES
 
 GENERATOR_VERSION = 1

@@ -13,7 +13,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 
-from cluster.records import TaskSpec
+from cluster.core.records import TaskSpec
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,11 @@ MindAct's rule). Modes:
     paper           the episode ends at the first wrong step (Evolving-RL's replay); won = all right
     teacher_forced  every step is scored and the gold action is applied (Mind2Web's evaluation)
 Either way the next page is the recorded one and the history shows the gold action_reprs (in paper
-mode they equal the agent's own actions, which were right). Reward ("success", the paper's): 1.0 on
-the last step of a won episode, else 0.0; ("progress"): 1/n for every right step of an n-step task,
-so an episode's return is the fraction of steps right (in paper mode: before the first mistake), a
-signal for a model too weak to finish a task. Per-step correctness is in `info` either way.
+mode they equal the agent's own actions, which were right). Rewards (`env.reward`): "step" (the
+paper's): 1.0 for every right step, so a return counts the right steps and every step is its own
+training sample (cluster/rewards.py); "success": 1.0 on the last step of a won episode; "progress":
+1/n for every right step of an n-step task. Per-step correctness is in `info` either way, and so is
+whether the gold element was on the observation at all (`gold_visible`; the page view may cut it).
 
 Admissible actions (for constrained decoding): `CLICK [i]` for every element, `SELECT [i] <option>`
 for every option of a <select>, and `TYPE [i] <phrase>` for every typable element and every phrase
@@ -28,27 +29,28 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from cluster.records import TaskSpec
+from cluster.core.records import TaskSpec
 from envs.base import Observation, StepResult
 from envs.mind2web.loader import TaskRecord, TaskStore
 from envs.mind2web.metrics import EpisodeScore, StepScore, op_string, token_f1
-from envs.mind2web.snapshot import Snapshot, build_snapshot, value_phrases
+from envs.mind2web.snapshot import Snapshot, build_page_snapshot, build_snapshot, value_phrases
 
 Mode = Literal["paper", "teacher_forced"]
 MODES: tuple[str, ...] = ("paper", "teacher_forced")
-Reward = Literal["success", "progress"]
-REWARDS: tuple[str, ...] = ("success", "progress")
+Reward = Literal["success", "step", "progress"]
+REWARDS: tuple[str, ...] = ("success", "step", "progress")
+Observation_ = Literal["page", "candidates"]
 _ACTION = re.compile(r"^(CLICK|TYPE|SELECT)\s*(?:\[\s*(\d+)\s*\]|(\d+))(?:\s+(.*))?$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
-class ParsedAction:
+class WebAction:
     op: str
     ref: int
     value: str
 
 
-def parse_action(text: str) -> ParsedAction | None:
+def parse_web_action(text: str) -> WebAction | None:
     """The first non-empty line in the grammar above, or None."""
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
     m = _ACTION.match(line)
@@ -56,7 +58,7 @@ def parse_action(text: str) -> ParsedAction | None:
         return None
     op = m.group(1).upper()
     value = (m.group(4) or "").strip()
-    return ParsedAction(op, int(m.group(2) or m.group(3)), "" if op == "CLICK" else value)
+    return WebAction(op, int(m.group(2) or m.group(3)), "" if op == "CLICK" else value)
 
 
 def format_action(op: str, ref: int, value: str = "") -> str:
@@ -75,12 +77,17 @@ class Mind2WebEnv:
         previous_k: int = 5,
         store: TaskStore | None = None,
         reward: Reward = "success",
+        observation: Observation_ = "page",
+        max_page_elements: int = 150,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"Mind2WebEnv mode {mode!r}: expected one of {MODES}")
         if reward not in REWARDS:
             raise ValueError(f"Mind2WebEnv reward {reward!r}: expected one of {REWARDS}")
         self.reward = reward
+        if observation not in ("page", "candidates"):
+            raise ValueError(f"Mind2WebEnv observation {observation!r}: expected 'page' or 'candidates'")
+        self.observation, self.max_page_elements = observation, max_page_elements
         if max_steps < 1 or max_candidates < 1:
             raise ValueError("Mind2WebEnv: max_steps and max_candidates must be >= 1")
         self.max_steps, self.mode, self.max_candidates = max_steps, mode, max_candidates
@@ -107,7 +114,7 @@ class Mind2WebEnv:
         r, t, snap = self._record, self._t, self._snapshot
         gold = r.actions[t].operation
         gold_action = self.gold_action()
-        parsed = parse_action(action)
+        parsed = parse_web_action(action)
         el = snap.by_ref(parsed.ref) if parsed else None
         has_positive = any(e.is_positive for e in snap.elements)
         element_correct = bool(el is not None and el.is_positive)
@@ -137,6 +144,8 @@ class Mind2WebEnv:
             "gold": gold_action,
             "gold_repr": r.action_reprs[t],
             "truncated": truncated,
+            "gold_visible": snap.gold_visible,
+            "gold_included": self.observation == "candidates",  # MindAct's easier task: gold always shown
         }
         if self._done:
             info["episode_score"] = self._score
@@ -145,7 +154,8 @@ class Mind2WebEnv:
         else:
             self._snapshot = self._make_snapshot()
             obs = self._observation()
-        reward = (1.0 if won else 0.0) if self.reward == "success" else (1.0 / n if score.success else 0.0)
+        reward = {"success": float(won), "step": float(score.success),
+                  "progress": score.success / n}[self.reward]  # fmt: skip
         return StepResult(obs, reward, self._done, won, invalid_action=el is None, info=info)
 
     def close(self) -> None:
@@ -176,6 +186,9 @@ class Mind2WebEnv:
     def _make_snapshot(self) -> Snapshot:
         assert self._record is not None
         r, t = self._record, self._t
+        if self.observation == "page":
+            return build_page_snapshot(r.confirmed_task, r.action_reprs[:t], r.actions[t], self.max_page_elements,
+                                       self.previous_k)  # fmt: skip
         rng = random.Random(f"{self.seed}:{r.annotation_id}:{t}")
         return build_snapshot(
             r.confirmed_task, r.action_reprs[:t], r.actions[t], self.max_candidates, rng, self.previous_k

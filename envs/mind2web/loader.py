@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cluster.storage import atomic_write
+from cluster.core.storage import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -400,7 +400,7 @@ def cache_path(source: str | Path, cache_dir: str | Path) -> Path:
 
 
 def write_parquet(records: Iterator[TaskRecord], dest: Path, keep_raw_html: bool = False) -> int:
-    """Write records to `dest` atomically (cluster.storage.atomic_write); returns the record count."""
+    """Write records to `dest` atomically (cluster.core.storage.atomic_write); returns the record count."""
     n = 0
 
     def write(fh) -> None:

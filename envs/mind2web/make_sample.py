@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from cluster.storage import atomic_write_text
+from cluster.core.storage import atomic_write_text
 
 SEED = 20240611
 TEMPLATES = Path(__file__).parent / "sample" / "templates.yaml"

@@ -1,9 +1,13 @@
-"""A compact text view of one Mind2Web step: the candidate elements with short refs, plus the task.
+"""A compact text view of one Mind2Web step: page elements with short refs, plus the task.
 
-A real cleaned_html page holds about a thousand elements; a 135M model cannot read that. As in
-MindAct's multiple-choice setting we show only the step's candidates (positives plus negatives,
-negatives capped and the list shuffled with a seeded RNG so position leaks nothing), each as
-`[ref] role "visible text"`, found in cleaned_html by its backend_node_id.
+Two views (`env.observation`):
+- page (the paper's): every interactive element of the step's cleaned_html (control tags,
+  interactive ARIA roles, click handlers) in page order, cut after `env.max_page_elements` by
+  position alone, never by the gold; `Snapshot.gold_visible` says whether the cut kept it;
+- candidates (MindAct's multiple choice): only the step's candidates, positives plus sampled
+  negatives, shuffled with a seeded RNG so position leaks nothing. The gold is always included:
+  an easier task whose numbers do not compare with the paper's.
+Each element shows as `[ref] role "visible text"`.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ class PageElement:
 class _Collector(HTMLParser):
     """Collects tag, attributes, inner text and <option> texts of the wanted backend_node_ids."""
 
-    def __init__(self, wanted: set[str]) -> None:
+    def __init__(self, wanted: set[str] | None) -> None:
         super().__init__(convert_charrefs=True)
         self.wanted = wanted
         self.found: dict[str, PageElement] = {}
@@ -63,7 +67,8 @@ class _Collector(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = {k: v or "" for k, v in attrs}
         nid = a.get("backend_node_id")
-        keep = nid if nid in self.wanted and nid not in self.found else None
+        wanted = nid in self.wanted if self.wanted is not None else bool(nid) and is_interactive(tag, a)
+        keep = nid if wanted and nid not in self.found and not self.hidden else None
         if keep:
             self.found[keep] = PageElement(keep, tag, a)
             self.parts[keep] = []
@@ -117,8 +122,20 @@ def _collapse(s: str) -> str:
     return " ".join(s.split())
 
 
-def find_elements(cleaned_html: str, node_ids: set[str]) -> dict[str, PageElement]:
-    """The elements of `cleaned_html` whose backend_node_id is in node_ids (missing ones are absent)."""
+_INTERACTIVE_TAGS = {"a", "button", "input", "select", "textarea", "summary"}
+_INTERACTIVE_ROLES = {"button", "link", "checkbox", "radio", "tab", "menuitem", "option", "combobox", "textbox",
+                      "searchbox", "switch", "slider", "spinbutton", "listbox", "menuitemcheckbox", "treeitem"}  # fmt: skip
+
+
+def is_interactive(tag: str, attrs: dict[str, str]) -> bool:
+    """An element a user can act on: a control tag, an interactive ARIA role, or a click handler."""
+    return (tag in _INTERACTIVE_TAGS or attrs.get("role", "").lower() in _INTERACTIVE_ROLES
+            or "onclick" in attrs)  # fmt: skip
+
+
+def find_elements(cleaned_html: str, node_ids: set[str] | None) -> dict[str, PageElement]:
+    """The elements of `cleaned_html` whose backend_node_id is in node_ids (missing ones are absent);
+    `None`: every interactive element, in page order."""
     p = _Collector(node_ids)
     p.feed(cleaned_html)
     p.close()
@@ -184,6 +201,11 @@ class Snapshot:
     task: str
     previous_actions: tuple[str, ...]
     elements: tuple[SnapElement, ...]
+    page_elements: int = 0  # interactive elements on the page before the cut (page observation)
+
+    @property
+    def gold_visible(self) -> bool:
+        return any(e.is_positive for e in self.elements)
 
     def render(self) -> str:
         prev = "\n".join(f"- {a}" for a in self.previous_actions) or "None"
@@ -203,6 +225,32 @@ def _from_candidate(c: Candidate, el: PageElement | None) -> tuple[str, dict[str
     # Not found in cleaned_html: fall back to the candidate's own tag and attributes JSON.
     attrs = {k: str(v) for k, v in json.loads(c.attributes).items() if isinstance(v, str | int | float)}
     return c.tag, attrs, "", []
+
+
+def _element(ref: int, nid: str, tag: str, attrs: dict[str, str], text: str, options: list[str],
+             positive: bool) -> SnapElement:  # fmt: skip
+    if tag == "select":  # its inner text is the option list; name it by its label attributes
+        text = ""
+    return SnapElement(ref=ref, backend_node_id=nid, tag=tag, role=role_of(tag, attrs), text=_label(text, attrs),
+                       options=tuple(options[:MAX_OPTIONS]) if tag == "select" else (),
+                       typable=is_typable(tag, attrs), is_positive=positive)  # fmt: skip
+
+
+def build_page_snapshot(
+    task: str,
+    previous_actions: list[str] | tuple[str, ...],
+    step: ActionStep,
+    max_elements: int,
+    previous_k: int = 5,
+) -> Snapshot:
+    """Every interactive element of the step's page with refs in page order (the paper's observation),
+    cut after `max_elements` by position alone: the gold element is visible only when the cut keeps it."""
+    found = list(find_elements(step.cleaned_html, None).values())
+    pos = {c.backend_node_id for c in step.pos_candidates}
+    elements = tuple(_element(ref, el.backend_node_id, el.tag, el.attrs, el.text, el.options, el.backend_node_id in pos)
+                     for ref, el in enumerate(found[:max_elements]))  # fmt: skip
+    prev = tuple(previous_actions[-previous_k:]) if previous_k > 0 else ()
+    return Snapshot(task=task, previous_actions=prev, elements=elements, page_elements=len(found))
 
 
 def build_snapshot(
@@ -229,22 +277,9 @@ def build_snapshot(
     elements = []
     for ref, nid in enumerate(ids):
         tag, attrs, text, options = _from_candidate(by_id[nid], found.get(nid))
-        if tag == "select":  # its inner text is the option list; name it by its label attributes
-            text = ""
-        elements.append(
-            SnapElement(
-                ref=ref,
-                backend_node_id=nid,
-                tag=tag,
-                role=role_of(tag, attrs),
-                text=_label(text, attrs),
-                options=tuple(options[:MAX_OPTIONS]) if tag == "select" else (),
-                typable=is_typable(tag, attrs),
-                is_positive=nid in pos,
-            )
-        )
+        elements.append(_element(ref, nid, tag, attrs, text, options, nid in pos))
     prev = tuple(previous_actions[-previous_k:]) if previous_k > 0 else ()
-    return Snapshot(task=task, previous_actions=prev, elements=tuple(elements))
+    return Snapshot(task=task, previous_actions=prev, elements=tuple(elements), page_elements=len(ids))
 
 
 # Words that separate value phrases in a task text ("from New York to London for 2 adults").

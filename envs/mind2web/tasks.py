@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from cluster.records import TaskSpec
+from cluster.core.records import TaskSpec
 from envs.mind2web.loader import INDEX_COLUMNS, split_parquets
 
 SAMPLE_DIR = Path(__file__).parent / "sample"

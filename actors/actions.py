@@ -1,4 +1,4 @@
-"""Parse the solver's output into one ALFWorld command.
+"""Parse the solver's free-text output into one env command (ALFWorld and Mind2Web alike).
 
 The paper's format is `<reasoning>...</reasoning><action>...</action>` with the action copied
 verbatim from the admissible list. A bare one-line action is accepted too. When nothing parsable is
@@ -80,3 +80,11 @@ def parse_action(text: str, admissible: Sequence[str] | None = None) -> ParsedAc
 def format_action(action: str, reasoning: str = "") -> str:
     """The solver's output format, for demonstrations and for constrained decoding's choices."""
     return f"<reasoning>{reasoning}</reasoning><action>{action}</action>"
+
+
+def choose_action(text: str, choices: Sequence[str] | None, admissible: Sequence[str] | None) -> ParsedAction:
+    """The env command a solver output stands for: under constrained decoding the chosen string
+    itself; else the parsed `<action>` (unparsable: the reason, and the env gets the raw text)."""
+    if choices is not None and text.strip() in choices:
+        return ParsedAction(text.strip())
+    return parse_action(text, admissible)

@@ -103,6 +103,7 @@ def publish_dir(tmp_dir: Path, final_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
         os.replace(final_dir, old)
     os.replace(tmp_dir, final_dir)
+    fsync_dir(final_dir.parent)  # the rename itself must survive a power cut
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -138,3 +139,48 @@ def read_parquet_dir(folder: str | Path, pattern: str = "*.parquet") -> tuple[li
         except CorruptFileError as e:
             skipped.append((str(p), str(e)))
     return tables, skipped
+
+
+MANIFEST = "MANIFEST.json"
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(folder: str | Path) -> Path:
+    """A checksummed list of every file under `folder` (path, bytes, sha256): written last, so a
+    folder whose manifest verifies is complete."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    entries = [{"path": str(p.relative_to(folder)), "bytes": p.stat().st_size, "sha256": _sha256_file(p)}
+               for p in files]  # fmt: skip
+    write_json(folder / MANIFEST, {"files": entries})
+    return folder / MANIFEST
+
+
+def verify_manifest(folder: str | Path) -> int:
+    """Check every file of a folder against its manifest; CorruptFileError names the first one that
+    is missing, resized or altered (or a manifest entry that points outside the folder). Returns the
+    number of files checked."""
+    folder = Path(folder).resolve()
+    entries = read_json(folder / MANIFEST).get("files")
+    if not isinstance(entries, list):
+        raise CorruptFileError(f"{folder / MANIFEST}: no file list")
+    for e in entries:
+        try:
+            rel, size, digest = str(e["path"]), int(e["bytes"]), str(e["sha256"])
+        except (KeyError, TypeError, ValueError):
+            raise CorruptFileError(f"{folder / MANIFEST}: malformed entry {e!r:.200}") from None
+        path = (folder / rel).resolve()
+        if not path.is_relative_to(folder):
+            raise CorruptFileError(f"{folder / MANIFEST}: entry {rel!r} points outside the folder")
+        if not path.is_file():
+            raise CorruptFileError(f"{path}: listed in the manifest but missing")
+        if path.stat().st_size != size or _sha256_file(path) != digest:
+            raise CorruptFileError(f"{path}: does not match its manifest checksum")
+    return len(entries)

@@ -46,7 +46,7 @@ def add_commands(sub, data_sub) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from cluster.config import ConfigError, load_config
+    from cluster.core.config import ConfigError, load_config
 
     overrides = list(args.set)
     if args.host:
@@ -58,7 +58,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from cluster.serve import model_from_checkpoint, start
+    from cluster.serving.agent import model_from_checkpoint
+    from cluster.serving.app import start
 
     try:
         model = model_from_checkpoint(args.checkpoint)
@@ -144,6 +145,7 @@ def play_episode(
         rep.error = f"reset: {type(e).__name__}: {e}"
         return rep
     history: list[list[str]] = []
+    steps: list[dict] = []  # the episode so far as the env showed it (the sequence context's prompt)
     skills: set[str] = set()
     while rep.steps < args.max_steps:
         body = {
@@ -151,6 +153,7 @@ def play_episode(
             "task": obs.task_text or task.text,
             "task_type": task.task_type,
             "observation": obs.text,
+            "steps": steps,
             "admissible_actions": obs.admissible_actions,
             "history": history[-args.history :] if args.history else [],
         }
@@ -171,6 +174,9 @@ def play_episode(
         rep.steps += 1
         rep.invalid_actions += int(step.invalid_action)
         history.append([ans["action"], step.observation.text])
+        steps.append(
+            {"observation": obs.text, "admissible_actions": obs.admissible_actions, "action": ans["action"]}
+        )
         obs = step.observation
         if step.done:
             rep.won = bool(step.won)
@@ -188,7 +194,7 @@ def _tasks(args: argparse.Namespace) -> list:
         root = Path(args.games)
         if (root / args.split).is_dir():
             return list_tasks(str(root), args.split)
-        from cluster.records import TaskSpec
+        from cluster.core.records import TaskSpec
 
         games = scan_games(str(root)).games
         return [
@@ -288,7 +294,7 @@ def cmd_play(args: argparse.Namespace) -> int:
           f"(errors {summary['errors']}, {steps} requests, mean latency "
           f"{summary['mean_request_latency_s'] * 1000:.0f} ms, {wall:.1f} s)")  # fmt: skip
     if args.out:
-        from cluster.storage import atomic_write_text
+        from cluster.core.storage import atomic_write_text
 
         atomic_write_text(Path(args.out), json.dumps({**summary, "episodes": [asdict(r) for r in reports]},
                                                      indent=1) + "\n")  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from envs.alfworld.actions import format_action, parse_action
+from actors.actions import format_action, parse_action
 
 ADMISSIBLE = ["go to countertop 1", "take apple 1 from countertop 1", "look"]
 

@@ -16,7 +16,7 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 def project_cache() -> Path:
     """EVORL_CACHE, else <repo>/.cache (shared by CI runs of one checkout)."""
     env = os.environ.get("EVORL_CACHE")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / ".cache"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / ".cache"
 
 
 def embedded_dir() -> Path:

@@ -64,23 +64,31 @@ class EnvConfig:
     eval_splits: list[str] = field(default_factory=lambda: ["valid_seen"])
     trained_types: list[str] = field(default_factory=list)  # empty = all types of the train split
     max_steps: int = 50
-    history_window: int = 4  # previous (action, observation) pairs kept in the solver prompt
+    # What the solver sees: "sequence" = the whole conversation so far, trained as one sequence (the
+    # paper's ALFWorld); "window" = system, task, the last `history_window` steps and the observation,
+    # one trace per turn (the paper's Mind2Web, with history_window 0; long episodes on small contexts).
+    context: Literal["sequence", "window"] = "sequence"
+    history_window: int = 4  # window context: previous (action, observation) pairs kept in the prompt
     max_observation_chars: int = 2000
     constrained_actions: bool = True  # decode only admissible actions (needed by the 135M model)
-    # episode reward: "success" (1 for a won episode; the paper's) or, Mind2Web only, "progress"
-    # (the fraction of the task's steps done right: a signal before the model finishes any task)
-    reward: Literal["success", "progress"] = "success"
+    # Episode reward: "success" (1 for a won episode), or Mind2Web only: "step" (the paper's: every step
+    # is a sample, 1 if right, normalised per step index) or "progress" (1/n per right step, summed).
+    reward: Literal["success", "step", "progress"] = "success"
+    # Mind2Web observation: "page" = every interactive element of the page with refs (the paper's),
+    # cut to `max_page_elements` in page order (never by the gold); "candidates" = MindAct's
+    # multiple choice over the step's candidates, which always include the gold element.
+    observation: Literal["page", "candidates"] = "page"
+    max_page_elements: int = 150
     # generated-data settings (used when data_dir holds no games yet)
     generate_preset: Literal["easy", "standard"] = "easy"
     generate_per_type: int = 10
-    envs_per_actor: int = 16
-    num_env_actors: int = 1
 
     def validate(self) -> None:
         _check(1 <= self.max_steps <= 500, "env.max_steps: expected 1..500")
         _check(self.history_window >= 0, "env.history_window: expected >= 0")
         _check(self.generate_per_type >= 1, "env.generate_per_type: expected >= 1")
-        _check(self.num_env_actors >= 1, "env.num_env_actors: expected >= 1")
+        _check(self.max_observation_chars >= 100, "env.max_observation_chars: expected >= 100")
+        _check(self.max_page_elements >= 1, "env.max_page_elements: expected >= 1")
         _check(
             self.reward == "success" or self.name == "mind2web",
             f"env.reward: {self.reward!r} is for Mind2Web only; ALFWorld rewards success",
@@ -92,15 +100,20 @@ class RolloutConfig:
     num_workers: int = 1
     num_gpus_per_worker: float = 0.0
     num_cpus_per_worker: float = 1.0
+    envs_per_worker: int = 16  # episodes one worker steps at once (one batched engine call per turn)
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 48  # per solver turn
     eval_temperature: float = 0.0
+    # Behaviour logprobs from the engine (constrained samples are rescored by an extra prefill, since
+    # vLLM masks the grammar before computing logprobs). Off: the learner's first pass recomputes them.
+    engine_logprobs: bool = False
     call_timeout_s: float = 900.0
     max_restarts: int = 3
 
     def validate(self) -> None:
         _check(self.num_workers >= 1, "rollout.num_workers: expected >= 1")
+        _check(self.envs_per_worker >= 1, "rollout.envs_per_worker: expected >= 1")
         _check(self.temperature >= 0, "rollout.temperature: expected >= 0")
         _check(0 < self.top_p <= 1, "rollout.top_p: expected in (0, 1]")
         _check(self.max_new_tokens >= 1, "rollout.max_new_tokens: expected >= 1")
@@ -111,12 +124,19 @@ class SkillsConfig:
     n_candidates: int = 8  # N (paper 8)
     k_neighbours: int = 4  # K (paper 4)
     repeats: int = 1  # downstream episodes per (skill, task)
-    constrained_json: bool = True  # structured decoding of the extractor's JSON
+    include_source: bool = True  # the source task may be one of its own K neighbours (the paper's top-K)
+    # "paper": the authors' schema (lists, only name and description required, analysis text allowed);
+    # "strict": every field required and non-empty (pairs with constrained_json for small models).
+    schema: Literal["paper", "strict"] = "paper"
+    placement: Literal["system", "user"] = "system"  # where the solver prompt carries the skill card
+    play_malformed: bool = True  # an unparsable extraction still plays downstream with its raw text
+    constrained_json: bool = False  # structured decoding of the extractor's JSON (small models)
     extractor_max_tokens: int = 512
     extractor_temperature: float = 1.0
+    extractor_top_p: float = 1.0
     max_skill_chars: int = 4000
     embedding: Literal["minilm", "bm25"] = "minilm"
-    library_top_k: int = 1  # skills retrieved for a task in frozen-skills / eval modes
+    library_top_k: int = 1  # skills retrieved for a task in frozen-skills mode and the library protocol
     gate_min_trials: int = 4
     gate_confidence: float = 0.9
     merge_similarity: float = 0.95
@@ -126,6 +146,7 @@ class SkillsConfig:
         _check(self.n_candidates >= 1, "skills.n_candidates: expected >= 1")
         _check(self.k_neighbours >= 1, "skills.k_neighbours: expected >= 1")
         _check(self.repeats >= 1, "skills.repeats: expected >= 1")
+        _check(0 < self.extractor_top_p <= 1, "skills.extractor_top_p: expected in (0, 1]")
         _check(0 < self.gate_confidence < 1, "skills.gate_confidence: expected in (0, 1)")
         _check(0 < self.merge_similarity <= 1, "skills.merge_similarity: expected in (0, 1]")
 
@@ -134,35 +155,47 @@ class SkillsConfig:
 class LearnerConfig:
     num_learners: int = 1  # M data-parallel DeepSpeed ranks
     num_gpus_per_learner: float = 0.0
-    zero_stage: int = 2
+    num_cpus_per_learner: float = 1.0
+    zero_stage: int | Literal["auto"] = "auto"  # auto: 0 for a single rank (nothing to shard), else 2
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: fp32 on CPU, bf16 on GPU
     lr: float = 1e-6
     weight_decay: float = 0.0
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     micro_batch_tokens: int = 2048  # token budget per packed micro-batch
-    gradient_checkpointing: bool = True  # recompute activations: ~4x less learner memory for ~30% time
+    # Recompute activations in the backward pass: "auto" = on for models above 1B parameters.
+    gradient_checkpointing: bool | Literal["auto"] = "auto"
     share_prompts: bool = True  # rows with identical prompts computed as one sequence (learner/batching.py)
     num_threads: int = 0  # CPU learners: torch threads per rank; 0 = the node's cores / num_learners
     grad_clip: float = 1.0
     optimizer: Literal["adamw", "cpu_adam"] = "adamw"
+    # "sample_mean": each sample (an episode, or an extraction) is averaged over its own tokens, then
+    # samples weigh equally (slime's default, the paper's); "token_mean": one mean over all tokens.
+    loss_agg: Literal["sample_mean", "token_mean"] = "sample_mean"
     eps_low: float = 0.1
     eps_high: float = 0.15
     kl_coef: dict[str, float] = field(default_factory=lambda: {"solver": 0.01, "extractor": 0.01})
     entropy_coef: dict[str, float] = field(default_factory=lambda: {"solver": 0.0, "extractor": -0.03})
     role_weight: dict[str, float] = field(default_factory=lambda: {"solver": 1.0, "extractor": 0.2})
     updates_per_batch: int = 1
-    # Drop turns whose advantage is 0 (zero-variance groups) before the update: they carry no policy
-    # gradient, only KL/entropy, and on CPU the learner's cost is proportional to tokens.
+    # Drop traces whose advantages are all 0 (zero-variance groups) before the update: they carry no
+    # policy gradient, only KL/entropy, and on CPU the learner's cost is proportional to tokens.
     skip_zero_advantage: bool = True
     keep_checkpoints: int = 2
 
     def validate(self) -> None:
         _check(self.num_learners >= 1, "learner.num_learners: expected >= 1")
-        _check(self.zero_stage in (0, 1, 2, 3), "learner.zero_stage: expected 0, 1, 2 or 3")
+        _check(self.zero_stage in (0, 1, 2, 3, "auto"), "learner.zero_stage: expected 0, 1, 2, 3 or auto")
         _check(self.num_threads >= 0, "learner.num_threads: expected >= 0 (0 = automatic)")
         _check(0 < self.lr < 1, "learner.lr: expected in (0, 1)")
+        _check(self.weight_decay >= 0, "learner.weight_decay: expected >= 0")
+        _check(
+            len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
+            "learner.adam_betas: expected two values in [0, 1)",
+        )
         _check(0 <= self.eps_low < 1 and 0 <= self.eps_high < 10, "learner.eps_low/eps_high: out of range")
         _check(self.micro_batch_tokens >= 64, "learner.micro_batch_tokens: expected >= 64")
         _check(self.keep_checkpoints >= 1, "learner.keep_checkpoints: expected >= 1")
+        _check(self.updates_per_batch >= 1, "learner.updates_per_batch: expected >= 1")
         for name in ("kl_coef", "entropy_coef", "role_weight"):
             d = getattr(self, name)
             _check(set(d) <= {"solver", "extractor"}, f"learner.{name}: keys must be solver/extractor")
@@ -170,21 +203,32 @@ class LearnerConfig:
 
 @dataclass
 class TrainerConfig:
-    mode: Literal["evolving", "grpo", "frozen-skills", "eval"] = "evolving"
+    mode: Literal["evolving", "grpo", "frozen-skills"] = "evolving"
     iterations: int = 3
     batch_size: int = 2  # source tasks per iteration
     grpo_samples: int = 4  # n samples per task in grpo mode
+    adv_std_ddof: int = 0  # group normalisation: 0 = population std (the paper's), 1 = sample std
     eval_every: int = 0  # 0 = only at the end
     eval_tasks: int = 12
+    # "online" (the paper's): per eval task, play the most similar training task with no skill, extract
+    # a skill from it, play the eval task with it; "library": the run's gated library; "none": no
+    # skill. Every with-skill result is reported next to the no-skill result on the same tasks.
+    eval_protocol: Literal["online", "library", "none"] = "online"
     checkpoint_every: int = 1
     seed: int = 0
     run_dir: str = "runs/quickstart"
+    # "auto": continue the run folder's newest complete checkpoint if it has one, else start (an
+    # entrypoint that is safe to retry); "never": a used run folder needs --resume or --overwrite.
+    resume: Literal["never", "auto"] = "never"
 
     def validate(self) -> None:
         _check(self.iterations >= 0, "trainer.iterations: expected >= 0")
         _check(self.batch_size >= 1, "trainer.batch_size: expected >= 1")
         _check(self.grpo_samples >= 2, "trainer.grpo_samples: expected >= 2")
+        _check(self.adv_std_ddof in (0, 1), "trainer.adv_std_ddof: expected 0 or 1")
         _check(self.eval_every >= 0, "trainer.eval_every: expected >= 0")
+        _check(self.eval_tasks >= 1, "trainer.eval_tasks: expected >= 1")
+        _check(self.checkpoint_every >= 1, "trainer.checkpoint_every: expected >= 1")
 
 
 @dataclass
@@ -204,7 +248,7 @@ class ClusterConfig:
 
 @dataclass
 class ServeConfig:
-    """`evorl serve`: Ray Serve replicas of the solver with skill retrieval (cluster/serve.py)."""
+    """`evorl serve`: Ray Serve replicas of the solver with skill retrieval (cluster/serving/)."""
 
     host: str = "127.0.0.1"  # loopback unless told otherwise
     port: int = 8000

@@ -1,0 +1,185 @@
+"""`evorl train` and `evorl eval`: set up Ray and the parts, run the iterations, checkpoint, summarise.
+
+A run folder belongs to one run. A fresh `evorl train` into a folder that already holds one is
+refused unless told what to do: `--resume` (or `trainer.resume: auto`) continues its newest complete
+checkpoint, `--overwrite` starts over. A resume with no complete checkpoint (a kill in the first
+iterations) starts clean: the killed run's skills, metrics and trajectories are removed, so nothing
+is counted twice; a resume with one drops the records of the iterations it will redo.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from cluster import placement
+from cluster.checkpoint import CheckpointManager
+from cluster.core.config import Config, ConfigError, dump_config
+from cluster.core.storage import atomic_write_bytes, write_json_plain
+from cluster.data import ensure_data
+from cluster.metrics import Metrics
+from cluster.trainer import Trainer, library_summary
+
+log = logging.getLogger("evorl.run")
+RUN_PRODUCTS = ("checkpoints", "skills", "trajectories", "tensorboard", "metrics.jsonl", "summary.json")
+
+
+def used(run_dir: Path) -> bool:
+    return any((run_dir / name).exists() for name in RUN_PRODUCTS)
+
+
+def clear(run_dir: Path) -> None:
+    for name in RUN_PRODUCTS:
+        p = run_dir / name
+        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def prepare_run_dir(cfg: Config, resume: bool, overwrite: bool) -> tuple[Path, tuple[Path, dict] | None]:
+    """The absolute run folder and the checkpoint to resume (None = start fresh); ConfigError for a
+    used folder without an instruction."""
+    run_dir = Path(cfg.trainer.run_dir).expanduser().resolve()
+    resume = resume or cfg.trainer.resume == "auto"
+    if overwrite:
+        clear(run_dir)
+    elif used(run_dir) and not resume:
+        raise ConfigError(
+            f"trainer.run_dir: {run_dir} already holds a run; pass --resume to continue it, --overwrite to "
+            "start over, or set trainer.resume=auto"
+        )
+    found = (
+        CheckpointManager(run_dir / "checkpoints", cfg.learner.keep_checkpoints).latest() if resume else None
+    )
+    if resume and found is None and used(run_dir):
+        log.warning(
+            "%s: no complete checkpoint; starting clean (the interrupted run's records are removed)", run_dir
+        )
+        clear(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir, found
+
+
+def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> int:
+    from tqdm import tqdm
+
+    from cluster.factory import build_evaluator, build_parts
+
+    run_dir, found = prepare_run_dir(cfg, resume, overwrite)
+    atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode())
+    placement.init_ray(cfg)
+    ensure_data(cfg)
+    parts = build_parts(cfg, run_dir)
+    trainer = Trainer(cfg, parts, run_dir)
+    ckpt = CheckpointManager(run_dir / "checkpoints", cfg.learner.keep_checkpoints)
+    evaluator = build_evaluator(cfg, parts.rollout, parts.tokenizer, parts.library, parts.embedder)
+    resumed_from = None
+    if found is not None:
+        path, state = found
+        parts.learners.load(str(path / "model"))
+        trainer.restore(state)
+        parts.library.load(version=state["library_version"])  # the library as of this checkpoint
+        parts.weight_sync.push(trainer.policy_version)
+        resumed_from = trainer.iteration
+        log.info(
+            "resumed from %s at iteration %d (policy version %d)",
+            path,
+            trainer.iteration,
+            trainer.policy_version,
+        )
+    metrics = Metrics(run_dir, resumed_at=resumed_from)
+    timers: dict[str, float] = {}
+    try:
+        bar = tqdm(total=cfg.trainer.iterations, initial=trainer.iteration, desc="iterations", unit="it")
+        while trainer.iteration < cfg.trainer.iterations:
+            stats = trainer.step()
+            for k, v in stats.items():
+                if k.startswith("time/"):
+                    timers[k[5:]] = timers.get(k[5:], 0.0) + v
+            e = cfg.trainer.eval_every
+            if e and trainer.iteration % e == 0:
+                stats |= evaluator.run(cfg.trainer.eval_protocol)
+            metrics.log(trainer.iteration, stats)
+            if (
+                trainer.iteration % cfg.trainer.checkpoint_every == 0
+                or trainer.iteration == cfg.trainer.iterations
+            ):
+                ckpt.save(trainer.iteration, parts.learners, trainer.state())
+            bar.update(1)
+            bar.set_postfix(src=f"{stats.get('source/success', 0):.2f}", v=trainer.policy_version)
+        bar.close()
+        final = evaluator.run(cfg.trainer.eval_protocol) if cfg.env.eval_splits else {}
+        metrics.log(trainer.iteration, final)
+        summary = {
+            "mode": trainer.mode,
+            "iteration": trainer.iteration,
+            "policy_version": trainer.policy_version,
+            "worker_versions": {
+                f"{p.prefix}-{i}": v for p in parts.pools for i, v in enumerate(p.versions())
+            },
+            "resumed_from_iteration": resumed_from,
+            "library": library_summary(parts.library),
+            "final_eval": final,
+            "time_per_stage_s": timers,
+        }
+        write_json_plain(run_dir / "summary.json", summary)
+        print_summary(trainer, final, summary, run_dir)
+    finally:
+        metrics.close()
+        for pool in parts.pools:
+            pool.shutdown()
+        parts.learners.shutdown()
+    return 0
+
+
+def print_summary(trainer: Trainer, final: dict[str, float], summary: dict, run_dir: Path) -> None:
+    lines = [
+        f"\n== evorl {trainer.mode}: {trainer.iteration} iterations, policy version {trainer.policy_version} =="
+    ]
+    lines += [f"  {k:55s} {v:.3f}" for k, v in sorted(final.items())]
+    lines.append(f"  skill library: {summary['library']}")
+    lines.append(
+        "  time per stage (s): " + ", ".join(f"{k} {v:.1f}" for k, v in summary["time_per_stage_s"].items())
+    )
+    lines.append(f"  run folder: {run_dir}")
+    print("\n".join(lines))
+
+
+def evaluate_only(
+    cfg: Config,
+    checkpoint: str = "",
+    skills: str = "",
+    protocol: str = "online",
+    as_json: bool = False,
+    statuses: tuple[str, ...] = ("accepted",),
+) -> int:
+    """`evorl eval`: any model (any checkpoint form, or the config's) under one protocol."""
+    from dataclasses import replace
+
+    from transformers import AutoTokenizer
+
+    from actors.pool import RolloutPool
+    from cluster.checkpoint import resolve_model_dir
+    from cluster.core.model_store import resolve_model
+    from cluster.factory import build_evaluator
+    from skills.library import SkillLibrary
+
+    if checkpoint:
+        cfg = replace(cfg, model=replace(cfg.model, path=str(resolve_model_dir(checkpoint))))
+    if protocol == "library" and not skills:
+        raise ConfigError("--protocol library needs --skills DIR (a skill library folder)")
+    placement.init_ray(cfg)
+    ensure_data(cfg)
+    library = SkillLibrary.open(Path(skills)) if skills else None
+    pool = RolloutPool(cfg, "rollout", cfg.rollout.num_workers)
+    try:
+        tok = AutoTokenizer.from_pretrained(resolve_model(cfg.model.path))
+        stats = build_evaluator(cfg, pool, tok, library, statuses=statuses).run(protocol)
+    finally:
+        pool.shutdown()
+    print(
+        json.dumps(stats, indent=1)
+        if as_json
+        else "\n".join(f"{k:55s} {v:.3f}" for k, v in sorted(stats.items()))
+    )
+    return 0

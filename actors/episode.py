@@ -4,13 +4,15 @@ Each turn every live episode renders its prompt (actors.prompts), all prompts go
 one `generate` call, and each response is appended to the episode's trace: in the sequence context
 one growing conversation (one trace per episode, observations mask 0), in the window context one
 fresh prompt per turn (one trace per turn). An env that raises ends only its own episode
-(failed=True, error kept); the step cap and the context budget end episodes with a counted
+(failed=True, error kept), and so does an env call that outlives `rollout.step_timeout_s` (the
+others in the batch go on); the step cap and the context budget end episodes with a counted
 truncation (EpisodeResult.truncated, info["truncation"]).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import zlib
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -57,13 +59,41 @@ class EpisodeSettings:
     history_window: int = 4
     max_steps: int = 50
     max_model_len: int = 2048
+    step_timeout_s: float | None = None  # an env reset/step that takes longer ends its episode (failed)
 
     @classmethod
     def from_config(cls, cfg: Any) -> EpisodeSettings:
         e = cfg.env
-        return cls(
-            PromptStyle.from_config(cfg), e.context, e.history_window, e.max_steps, cfg.model.max_model_len
-        )
+        return cls(PromptStyle.from_config(cfg), e.context, e.history_window, e.max_steps, cfg.model.max_model_len,
+                   cfg.rollout.step_timeout_s)  # fmt: skip
+
+
+class StepTimeout(RuntimeError):
+    pass
+
+
+def bounded(fn, timeout_s: float | None, *args):
+    """fn(*args) on a daemon thread, waited for at most `timeout_s` (None: called directly). A call
+    that does not return raises StepTimeout; its thread is abandoned (Python cannot stop it), and the
+    caller must not use the env again."""
+    if timeout_s is None:
+        return fn(*args)
+    out: dict = {}
+
+    def run() -> None:
+        try:
+            out["value"] = fn(*args)
+        except BaseException as e:  # handed to the caller
+            out["error"] = e
+
+    t = threading.Thread(target=run, daemon=True, name="env-step")
+    t.start()
+    t.join(timeout_s)
+    if t.is_alive():
+        raise StepTimeout(f"no answer within rollout.step_timeout_s={timeout_s:g} s")
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
 
 
 @dataclass
@@ -102,6 +132,7 @@ class EpisodeRunner:
     def __init__(self, engine: Any, settings: EpisodeSettings) -> None:
         self.engine, self.s = engine, settings
         self._fmt = ChatFormat(engine.tokenizer) if settings.context == "sequence" else None
+        self.hung: list[Any] = []  # envs whose reset/step never returned: the owner must replace them
 
     # ---- per-episode state ------------------------------------------------------------------
     def _finish(self, ep: _Live, *, truncation: str = "", error: str = "") -> None:
@@ -151,7 +182,7 @@ class EpisodeRunner:
             ep.result.info["history_trimmed"] = ep.result.info.get("history_trimmed", 0) + 1
 
     def _start(self, ep: _Live) -> None:
-        ep.obs = ep.env.reset(ep.job.task)
+        ep.obs = self._env(ep, ep.env.reset, ep.job.task)
         ep.transcript.append(transcript_observation(ep.obs.text))
         if self._fmt is not None:
             skill = ep.job.skill.text if ep.job.skill else None
@@ -162,6 +193,13 @@ class EpisodeRunner:
                 system_prompt(st, skill, constrained, tok),
                 first_user(st, ep.obs.task_text, ep.obs.text, ep.obs.admissible_actions, skill, tok),
             )
+
+    def _env(self, ep: _Live, fn, *args):
+        try:
+            return bounded(fn, self.s.step_timeout_s, *args)
+        except StepTimeout:
+            self.hung.append(ep.env)
+            raise
 
     # ---- the loop ---------------------------------------------------------------------------
     def run(
@@ -223,7 +261,7 @@ class EpisodeRunner:
             r.info.setdefault("unparsable", []).append(parsed.reason)
             action = " ".join(g.text.split())[:200]  # still a step: the env judges it invalid
         try:
-            step = ep.env.step(action)
+            step = self._env(ep, ep.env.step, action)
         except Exception as e:
             self._finish(ep, error=f"step({action!r}) on {r.task.ref}: {type(e).__name__}: {e}")
             return

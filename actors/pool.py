@@ -45,6 +45,7 @@ class RolloutPool:
         name_prefix: str = "rollout",
         num_workers: int | None = None,
         env_factory: EnvFactory | None = None,
+        resources: dict[str, float] | None = None,
     ) -> None:
         import ray
 
@@ -52,6 +53,7 @@ class RolloutPool:
         self.prefix = name_prefix
         self.env_factory = env_factory
         self.num_workers = num_workers or cfg.rollout.num_workers
+        self.resources = dict(cfg.rollout.resources if resources is None else resources)
         self.restarts = 0
         self.version = 0
         self._episodes = 0
@@ -60,7 +62,7 @@ class RolloutPool:
         self.workers = [self._spawn(i) for i in range(self.num_workers)]
         for i, w in enumerate(self.workers):
             try:
-                ray.get(w.ping.remote(), timeout=self.cfg.rollout.call_timeout_s)
+                ray.get(w.ping.remote(), timeout=self.cfg.rollout.start_timeout_s)
             except Exception as e:
                 raise RolloutError(self._name(i), "start", "-", repr(e)) from e
 
@@ -75,6 +77,7 @@ class RolloutPool:
             name=self._name(i),
             num_cpus=r.num_cpus_per_worker,
             num_gpus=r.num_gpus_per_worker,
+            resources=self.resources or None,
             max_restarts=0,
             runtime_env={"env_vars": env_vars},
         ).remote(self.cfg, self._name(i), self.cfg.trainer.seed + i, self.env_factory)
@@ -96,6 +99,10 @@ class RolloutPool:
                 raise RolloutError(self._name(i), "replace", "-", "old actor name not released in 30 s")
             time.sleep(0.2)
         self.workers[i] = self._spawn(i)
+        try:  # started (engine loaded) before any work: its start-up is not charged to a call's timeout
+            ray.get(self.workers[i].ping.remote(), timeout=self.cfg.rollout.start_timeout_s)
+        except Exception as e:
+            raise RolloutError(self._name(i), "replace", "-", f"replacement did not start: {e!r}") from e
         if self._weights_ref is not None:  # current weights before any work (a failure raises here)
             got = ray.get(self.workers[i].update_weights.remote(self._weights_ref, self.version),
                           timeout=self.cfg.rollout.call_timeout_s)  # fmt: skip
@@ -133,9 +140,10 @@ class RolloutPool:
     def _dispatch(self, n: int, width: int, submit, stage: str, item_name) -> list:
         """Run items 0..n-1 in chunks of `width` on whichever worker is free; one result per item.
 
-        A chunk whose worker dies (or exceeds rollout.call_timeout_s) goes back to the queue after the
-        worker is replaced; at most rollout.max_restarts replacements per call. Other errors are raised
-        as RolloutError naming the actor, the stage and the first item of the chunk.
+        A chunk whose worker dies (or exceeds rollout.call_timeout_s, counted from its submission to a
+        started worker) goes back to the queue after the worker is replaced; at most
+        rollout.max_restarts replacements per worker per call, so losing one node of many does not stop
+        the run. Other errors are raised as RolloutError naming the actor, the stage and the first item.
         """
         import ray
         from ray.exceptions import ActorDiedError, ActorUnavailableError, OutOfMemoryError, RayActorError
@@ -145,13 +153,13 @@ class RolloutPool:
         running: dict = {}  # ref -> (worker index, chunk, start time)
         idle = list(range(self.num_workers))
         timeout = self.cfg.rollout.call_timeout_s
-        budget = [self.cfg.rollout.max_restarts]  # replacements left in this call
+        budget = [self.cfg.rollout.max_restarts] * self.num_workers  # replacements left per worker
 
         def retry(i: int, c: _Chunk, why: str) -> None:
             c.attempts += 1
-            if budget[0] <= 0:
+            if budget[i] <= 0:
                 raise RolloutError(self._name(i), stage, item_name(c.start), f"{why}; restart budget spent")
-            budget[0] -= 1
+            budget[i] -= 1
             self._replace(i, f"{stage}: {why}")
             todo.insert(0, c)
             idle.append(i)
@@ -192,6 +200,19 @@ class RolloutPool:
             raise RolloutError(self.prefix, "update_weights", "-", f"versions after push: {got}")
         return got
 
+    def engine_stats(self) -> dict[str, float]:
+        """The engines' statistics since the last call, summed over workers (a replaced worker's
+        counters restart from zero: its previous snapshot is dropped)."""
+        from actors.engine_stats import combine, delta
+
+        now = self._each(lambda w: w.engine_stats.remote(), "engine_stats")
+        prev = getattr(self, "_engine_prev", [{}] * len(now))
+        prev = [
+            p if p.get("prompt_tokens", 0) <= n.get("prompt_tokens", 0) else {} for p, n in zip(prev, now)
+        ]
+        self._engine_prev = now
+        return combine([delta(p, n) for p, n in zip(prev, now)])
+
     def versions(self) -> list[int]:
         return self._each(lambda w: w.version.remote(), "version")
 
@@ -205,16 +226,16 @@ class RolloutPool:
         timeout = self.cfg.rollout.call_timeout_s
         refs = {i: call(w) for i, w in enumerate(self.workers)}
         out: dict[int, object] = {}
-        budget = self.cfg.rollout.max_restarts
+        budget = [self.cfg.rollout.max_restarts] * len(self.workers)  # per worker, as in _dispatch
         while refs:
             i, ref = next(iter(refs.items()))
             try:
                 out[i] = ray.get(ref, timeout=timeout)
                 del refs[i]
             except (RayActorError, OutOfMemoryError) as e:  # OOM: killed by Ray's memory monitor
-                if budget <= 0:
+                if budget[i] <= 0:
                     raise RolloutError(self._name(i), stage, "-", f"{e!r}; restart budget spent") from e
-                budget -= 1
+                budget[i] -= 1
                 self._replace(i, f"{stage}: died: {type(e).__name__}")
                 refs[i] = call(self.workers[i])
             except GetTimeoutError as e:

@@ -82,9 +82,19 @@ class RolloutWorker:
         for s in range(0, len(jobs), width):
             chunk = jobs[s : s + width]
             out += self.runner.run(self._slots(len(chunk)), chunk, gen, episode_ids[s : s + width])
+            self._drop_hung()
         for r in out:
             r.info["worker"] = self.name
         return out
+
+    def _drop_hung(self) -> None:
+        """Env slots whose call hung are replaced by fresh envs (the stuck thread is abandoned)."""
+        for env in self.runner.hung:
+            i = next((k for k, e in enumerate(self.envs) if e is env), None)
+            if i is not None:
+                log.warning("%s: env slot %d hung; replaced", self.name, i)
+                self.envs[i] = self.env_factory(self.cfg.env)
+        self.runner.hung.clear()
 
     def generate(self, prompts: list[list[int]], gen: GenParams | list[GenParams]) -> list[list[Generation]]:
         return self.engine.generate(prompts, gen)
@@ -109,6 +119,12 @@ class RolloutWorker:
         """GPU path: receive the bucketed broadcast that learner rank 0 sends."""
         self.engine.receive_weights(names, shapes, dtypes, version)  # type: ignore[attr-defined]
         return self.engine.version
+
+    def engine_stats(self) -> dict[str, float]:
+        """The engine's cumulative counters and latency sums (vLLM's own registry); {} without vLLM."""
+        from actors.engine_stats import engine_stats
+
+        return engine_stats(getattr(self.engine, "llm", None))
 
     def uses_gpu(self) -> bool:
         import torch

@@ -1,88 +1,81 @@
-"""Learner step vs a bare torch step on the same model and batch; weight broadcast vs a bare copy.
+"""The learner's step against a bare torch step on the same model and batch, like for like.
 
-Both steps compute the same thing: the TokenLogits forward (LM head on response positions only),
-the clipped PG + entropy loss, backward, grad-norm clipping, AdamW. The ratio isolates what the
-DeepSpeed engine (ZeRO partitioning, bucketed reduction, its optimizer wrapper) costs. Steps are
-interleaved (learner, bare, learner, ...) and medians reported, so machine load hits both alike.
-KL is off in both (it adds the same reference forward to each).
+    .venv/bin/python benchmarks/learner_step.py [--episodes 8 --turns 8 --steps 4]
 
-Usage: .venv/bin/python benchmarks/learner_step.py [--rows 8 --prompt 96 --response 32 --steps 4]
-Writes benchmarks/results/learner_step.{json,md}.
+Both compute the same thing with the same dtype and no activation recomputation: the TokenLogits
+forward (LM head on generated positions only), the clipped PG + entropy terms with sample-mean
+weights, backward, grad-norm clipping, AdamW. The ratio isolates what the DeepSpeed engine and the
+learner's bookkeeping cost. A third arm, the bare step under bf16 autocast, measures what bf16
+would buy on this CPU, with the logprob gap against fp32 on the same batch. The batch is shaped
+like the sequence context: whole episodes of `turns` (observation + action) pairs. Steps are
+interleaved after a warm-up, medians reported. KL is off in every arm (it would add the same
+reference forward to each). Writes benchmarks/results/learner_step.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import statistics
-import sys
 import time
-from datetime import UTC, datetime
-from pathlib import Path
+from contextlib import nullcontext
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache/torch_extensions"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from common import interleave, machine, median, verdict, write
 
 
-def make_table(rows: int, prompt: int, response: int, vocab: int, seed: int):
+def make_table(episodes: int, turns: int, obs: int, action: int, vocab: int, seed: int):
     import torch
 
-    from cluster.core.records import Turn, turns_to_table
+    from cluster.core.records import Trace, traces_to_table
 
     g = torch.Generator().manual_seed(seed)
-    turns = []
-    for i in range(rows):
-        p = torch.randint(10, vocab, (prompt,), generator=g).tolist()
-        r = torch.randint(10, vocab, (response,), generator=g).tolist()
-        adv = 1.0 if i % 2 else -1.0
-        turns.append(Turn(f"e{i}", 0, "t", "x", "solver", p, r, [-5.0] * response, 0, advantage=adv))
-    return turns_to_table(turns)
+    traces = []
+    for i in range(episodes):
+        ids, spans = torch.randint(10, vocab, (64,), generator=g).tolist(), []
+        for _ in range(turns):
+            ids += torch.randint(10, vocab, (obs,), generator=g).tolist()
+            spans.append((len(ids), len(ids) + action))
+            ids += torch.randint(10, vocab, (action,), generator=g).tolist()
+        adv = [1.0 if i % 2 else -1.0] * turns
+        traces.append(Trace(f"e{i}", 0, "t", "x", "solver", ids, spans, [], 0, advantages=adv))
+    return traces_to_table(traces)
 
 
 class BareStep:
-    """The same computation with plain torch: no DeepSpeed."""
+    """The same computation with plain torch: no DeepSpeed, no learner bookkeeping."""
 
-    def __init__(self, model_path: str, lcfg, dtype):
+    def __init__(self, model_path: str, lcfg, autocast: bool = False):
         import torch
         from transformers import AutoModelForCausalLM
 
         from learner.model import TokenLogits
 
         torch.manual_seed(0)
-        self.torch = torch
-        self.model = TokenLogits(AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype))
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lcfg.lr, weight_decay=lcfg.weight_decay)
-        self.lcfg = lcfg
+        self.torch, self.lcfg, self.autocast = torch, lcfg, autocast
+        self.model = TokenLogits(AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32))
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lcfg.lr, betas=tuple(lcfg.adam_betas))
+
+    def _ctx(self):
+        return self.torch.autocast("cpu", dtype=self.torch.bfloat16) if self.autocast else nullcontext()
+
+    def logprobs(self, mb):
+        with self._ctx():
+            logits = self.model(mb.input_ids, mb.attention_mask, mb.select, mb.position_ids)
+        return self.torch.log_softmax(logits.float(), -1).gather(-1, mb.targets[:, None])[:, 0], logits
 
     def step(self, rows, pad_id: int) -> float:
         from learner import losses
-        from learner.batching import collate, plan_micro_batches
+        from learner.batching import collate_units, plan_micro_batches, token_weights
 
         t0 = time.perf_counter()
-        plan = plan_micro_batches([len(r) for r in rows], self.lcfg.micro_batch_tokens)
-        total = sum(r.n_response for r in rows)
-        for idx in plan:
-            mb = collate([rows[j] for j in idx], pad_id)
-            logits = self.model(mb.input_ids, mb.attention_mask, mb.select)
-            lp = self.torch.log_softmax(logits, -1).gather(-1, mb.targets[:, None])[:, 0]
+        weights = token_weights(rows, "sample_mean", sum(r.n_trained for r in rows), len(rows))
+        for idx in plan_micro_batches([len(r) for r in rows], self.lcfg.micro_batch_tokens):
+            mb = collate_units([[rows[j]] for j in idx], pad_id, [[weights[j]] for j in idx])
+            lp, logits = self.logprobs(mb)
             mask = self.torch.ones_like(lp)
-            loss, _ = losses.policy_gradient_loss(
-                lp,
-                mb.behaviour_logprobs,
-                mb.advantages,
-                mask,
-                None,
-                self.lcfg.eps_low,
-                self.lcfg.eps_high,
-                total,
-            )
+            loss, _ = losses.policy_gradient_loss(lp, lp.detach(), mb.advantages, mask, None, self.lcfg.eps_low,
+                                                  self.lcfg.eps_high, weights=mb.weights)  # fmt: skip
             with self.torch.no_grad():
-                losses.entropy_loss(losses.entropy_from_logits(logits), mask, 0.0, total)
+                losses.entropy_loss(losses.entropy_from_logits(logits), mask, 0.0, weights=mb.weights)
             loss.backward()
         self.torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.lcfg.grad_clip)
         self.opt.step()
@@ -90,131 +83,85 @@ class BareStep:
         return time.perf_counter() - t0
 
 
-def bench_broadcast(learner, repeats: int) -> dict:
-    """get_weights (fresh numpy copies) + object-store transfer into another process, against a bare
-    tensor copy of the same bytes in this process."""
-    import numpy as np
-    import ray
-    import torch
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-
-    @ray.remote(num_cpus=1)
-    class Sink:
-        def update_weights(self, weights: dict, version: int) -> int:
-            return int(sum(a.nbytes for a in weights.values()))
-
-    from learner.broadcast import broadcast_object_store
-
-    sink = Sink.remote()
-    ray.get(sink.update_weights.remote({"x": np.zeros(1)}, 0))
-    get_s, bcast_s, copy_s = [], [], []
-    nbytes = 0
-    for v in range(repeats):
-        t0 = time.perf_counter()
-        w = learner.get_weights()
-        get_s.append(time.perf_counter() - t0)
-        m = broadcast_object_store(w, v + 1, [sink])
-        bcast_s.append(m["broadcast_s"])
-        nbytes = sum(a.nbytes for a in w.values())
-        src = [p.detach() for _, p in learner.lm.named_parameters()]
-        dst = [torch.empty_like(p) for p in src]
-        t0 = time.perf_counter()
-        for d, s in zip(dst, src):
-            d.copy_(s)
-        copy_s.append(time.perf_counter() - t0)
-        del w, dst
-    ray.shutdown()
-    med = statistics.median
-    return {
-        "bytes": nbytes,
-        "get_weights_s": med(get_s),
-        "object_store_broadcast_s": med(bcast_s),
-        "learner_to_engine_s": med(get_s) + med(bcast_s),
-        "bare_copy_s": med(copy_s),
-        "ratio_vs_bare_copy": (med(get_s) + med(bcast_s)) / max(med(copy_s), 1e-9),
-    }
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rows", type=int, default=8)
-    ap.add_argument("--prompt", type=int, default=96)
-    ap.add_argument("--response", type=int, default=32)
+    ap.add_argument("--episodes", type=int, default=8)
+    ap.add_argument("--turns", type=int, default=8)
+    ap.add_argument("--obs", type=int, default=60)
+    ap.add_argument("--action", type=int, default=6)
     ap.add_argument("--steps", type=int, default=4)
-    ap.add_argument("--zero", type=int, default=2)
-    ap.add_argument("--broadcast-repeats", type=int, default=3)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/learner_step"))
     args = ap.parse_args()
-
     import torch
 
     from cluster.core.config import load_config
     from learner.actor import Learner
-    from learner.batching import rows_from_table
+    from learner.batching import collate_units, rows_from_table
 
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    cfg = load_config(
-        None,
-        [
-            f"learner.zero_stage={args.zero}",
-            f"learner.num_threads={os.environ['OMP_NUM_THREADS']}",  # the bare step's thread count
-            "learner.lr=1e-6",
-            f"learner.micro_batch_tokens={4 * (args.prompt + args.response)}",
-            "learner.kl_coef={solver: 0.0, extractor: 0.0}",
-        ],
-    )
+    threads = int(os.environ["OMP_NUM_THREADS"])
+    torch.set_num_threads(threads)
+    info = machine()
+    cfg = load_config(None, [f"learner.num_threads={threads}", "learner.lr=1e-6", "learner.micro_batch_tokens=2048",
+                             "learner.kl_coef={solver: 0.0, extractor: 0.0}"])  # fmt: skip
     learner = Learner(cfg)
-    learner.setup()
-    bare = BareStep(learner.model_path, cfg.learner, learner.dtype)
-    table = make_table(args.rows, args.prompt, args.response, learner.lm.config.vocab_size, seed=0)
+    setup = learner.setup()
+    bare, bare_bf16 = (
+        BareStep(learner.model_path, cfg.learner),
+        BareStep(learner.model_path, cfg.learner, True),
+    )
+    table = make_table(args.episodes, args.turns, args.obs, args.action, learner.lm.config.vocab_size, seed=0)
     rows = rows_from_table(table)
-    learner.train(table)  # warm-up both (allocator, first-touch)
-    bare.step(rows, learner.pad_id)
-    ds_s, bare_s = [], []
-    for _ in range(args.steps):
-        ds_s.append(learner.train(table)["step_time_s"])
-        bare_s.append(bare.step(rows, learner.pad_id))
-    tokens = args.rows * (args.prompt + args.response)
-    med = statistics.median
-    del bare
-    res = {
-        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
-        "load_avg_at_start": os.getloadavg()[0],
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "dtype": str(learner.dtype),
-        "zero_stage": args.zero,
-        "batch": {"rows": args.rows, "prompt": args.prompt, "response": args.response, "tokens": tokens},
-        "learner_step_s": med(ds_s),
-        "bare_torch_step_s": med(bare_s),
-        "step_ratio": med(ds_s) / med(bare_s),
-        "learner_tokens_per_s": tokens / med(ds_s),
-        "bare_tokens_per_s": tokens / med(bare_s),
-        "learner_steps_s": ds_s,
-        "bare_steps_s": bare_s,
+    with torch.no_grad():  # the bf16 gap on the same weights, before any step moves them apart
+        mb = collate_units([[r] for r in rows], learner.pad_id)
+        gap = (bare.logprobs(mb)[0] - bare_bf16.logprobs(mb)[0]).abs()
+    runs = interleave(
+        {
+            "learner": lambda: {"s": learner.train(table)["step_time_s"]},
+            "bare": lambda: {"s": bare.step(rows, learner.pad_id)},
+            "bare_bf16_autocast": lambda: {"s": bare_bf16.step(rows, learner.pad_id)},
+        },
+        args.steps,
+    )
+    s = {k: median(v, "s") for k, v in runs.items()}
+    ratio = s["learner"] / s["bare"]
+    tokens = sum(len(r) for r in rows)
+    payload = {
+        "machine": info,
+        "learner": setup,
+        "threads": threads,
+        "batch": {
+            "episodes": args.episodes,
+            "turns": args.turns,
+            "tokens": tokens,
+            "trained_tokens": sum(r.n_trained for r in rows),
+        },  # fmt: skip
+        "runs": runs,
+        "step_s": s,
+        "ratio": ratio,
+        "target": "<= 1.15",
+        "target_met": ratio <= 1.15,
+        "bf16_autocast_vs_fp32": s["bare_bf16_autocast"] / s["bare"],
+        "bf16_logprob_gap": {"mean": float(gap.mean()), "max": float(gap.max())},
     }
-    res["broadcast"] = bench_broadcast(learner, args.broadcast_repeats)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
-    b = res["broadcast"]
-    md = f"""# Learner step benchmark
-
-{res["date"]}, {res["machine"]} ({res["device"]}, {res["dtype"]}, ZeRO-{args.zero}); load average at start {res["load_avg_at_start"]:.1f}.
-Batch: {args.rows} rows x ({args.prompt} prompt + {args.response} response) tokens = {tokens} tokens; median of {args.steps} interleaved steps.
-
-| | step (s) | tokens/s |
-|---|---|---|
-| learner (DeepSpeed) | {res["learner_step_s"]:.3f} | {res["learner_tokens_per_s"]:.1f} |
-| bare torch | {res["bare_torch_step_s"]:.3f} | {res["bare_tokens_per_s"]:.1f} |
-| **ratio** | **{res["step_ratio"]:.3f}** (target <= 1.15) | |
-
-Weight broadcast ({b["bytes"] / 1e6:.0f} MB): get_weights {b["get_weights_s"]:.3f} s + object store into another process {b["object_store_broadcast_s"]:.3f} s = {b["learner_to_engine_s"]:.3f} s;
-bare tensor copy of the same bytes {b["bare_copy_s"]:.3f} s (ratio {b["ratio_vs_bare_copy"]:.1f}x).
-"""
-    out.with_suffix(".md").write_text(md)
-    print(md)
+    md = "\n".join([
+        "# Learner step: like for like",
+        "",
+        f"{info['date']}, {info['cpus']} CPU cores, {threads} torch thread(s), load {info['load_average_1m']}; the "
+        f"learner as configured by default here: ZeRO stage {setup['zero_stage']}, fp32, gradient checkpointing "
+        f"{'on' if setup['gradient_checkpointing'] else 'off'}. Batch: {args.episodes} whole episodes of {args.turns} "
+        f"turns, {tokens} tokens ({payload['batch']['trained_tokens']} trained); {args.steps} interleaved steps per arm.",
+        "",
+        "| arm | step s (median) | repeats |",
+        "|---|---|---|",
+        *(f"| {k} | {s[k]:.2f} | " + ", ".join(f"{r['s']:.2f}" for r in runs[k]) + " |" for k in runs),
+        "",
+        f"**ratio learner / bare = {verdict(ratio, '<= 1.15', ratio <= 1.15)}**.",
+        "",
+        f"bf16 autocast on this CPU: {payload['bf16_autocast_vs_fp32']:.2f}x the fp32 step time, logprob gap against "
+        f"fp32 mean {payload['bf16_logprob_gap']['mean']:.4f} / max {payload['bf16_logprob_gap']['max']:.4f} nats: "
+        + ("faster, so worth choosing (`learner.dtype: bfloat16`)." if payload["bf16_autocast_vs_fp32"] < 1
+           else "slower here (AVX512-BF16 without AMX), so `learner.dtype: auto` stays fp32 on CPU."),
+    ])  # fmt: skip
+    write("learner_step", payload, md)
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ class CheckpointManager:
             try:
                 verify_manifest(path)
                 return path, read_json(path / STATE)
-            except CorruptFileError as e:
+            except (CorruptFileError, OSError) as e:
                 log.error("skipping incomplete or corrupt checkpoint %s: %s", path.name, e)
         return None
 

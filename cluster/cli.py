@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "skills.cli",
     "cluster.sft",
     "cluster.serving.cli",
+    "cluster.export",
 ]
 
 

@@ -19,7 +19,9 @@ def training_tasks(cfg: Config) -> tuple[list, list]:
     return all_train, [t for t in all_train if t.task_type in trained]
 
 
-def build_parts(cfg: Config, run_dir: Path) -> TrainerParts:
+def build_parts(cfg: Config, run_dir: Path, prefix: str = "") -> TrainerParts:
+    """`prefix` names the actors (`<prefix>rollout-0`, ...): two stacks side by side in one Ray session
+    (the benchmarks' A/B runs)."""
     from transformers import AutoTokenizer
 
     from actors.pool import RolloutPool
@@ -33,10 +35,14 @@ def build_parts(cfg: Config, run_dir: Path) -> TrainerParts:
     embedder = Embedder(cfg.skills.embedding)
     retriever = TaskIndex(train_tasks, embedder, cache_dir=project_cache() / "retrieval")
     library = SkillLibrary.open(run_dir / "skills", GateConfig.from_config(cfg.skills))
-    learners = LearnerGroup(cfg)
-    rollout = RolloutPool(cfg, "rollout", cfg.rollout.num_workers)
+    learners = LearnerGroup(cfg, name_prefix=f"{prefix}learner")
+    rollout = RolloutPool(cfg, f"{prefix}rollout", cfg.rollout.num_workers)
     n_eval = cfg.skills.num_eval_workers
-    skill_eval = RolloutPool(cfg, "skill-eval", n_eval) if n_eval else rollout
+    skill_eval = (
+        RolloutPool(cfg, f"{prefix}skill-eval", n_eval, resources=cfg.skills.eval_resources)
+        if n_eval
+        else rollout
+    )
     pools = [rollout] if skill_eval is rollout else [rollout, skill_eval]
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(cfg.model.path))
     return TrainerParts(rollout, skill_eval, learners, WeightSync(learners, pools), retriever, library, embedder,

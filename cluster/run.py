@@ -23,7 +23,8 @@ from cluster.metrics import Metrics
 from cluster.trainer import Trainer, library_summary
 
 log = logging.getLogger("evorl.run")
-RUN_PRODUCTS = ("checkpoints", "skills", "trajectories", "tensorboard", "metrics.jsonl", "summary.json")
+RUN_PRODUCTS = ("checkpoints", "skills", "trajectories", "tensorboard", "metrics.jsonl", "summary.json", "wandb",
+                "wandb_run_id", "mlflow_run_id")  # fmt: skip
 
 
 def used(run_dir: Path) -> bool:
@@ -87,7 +88,7 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> int:
             trainer.iteration,
             trainer.policy_version,
         )
-    metrics = Metrics(run_dir, resumed_at=resumed_from)
+    metrics = Metrics.from_config(cfg, run_dir, resumed_at=resumed_from)
     timers: dict[str, float] = {}
     try:
         bar = tqdm(total=cfg.trainer.iterations, initial=trainer.iteration, desc="iterations", unit="it")

@@ -39,7 +39,9 @@ log = logging.getLogger("evorl.trainer")
 class TrainerParts:
     """Everything `Trainer.step` talks to. Real: cluster.factory.build_parts; tests: fakes."""
 
-    rollout: Any  # .play(jobs, gen) -> [EpisodeResult]; .generate(prompts, gen) -> [[Generation]]
+    rollout: (
+        Any  # .play(jobs, gen) -> [EpisodeResult]; .generate(prompts, gen) -> [[Generation]]; .engine_stats()
+    )
     skill_eval: Any  # the same interface (may be `rollout` itself)
     learners: Any  # .train(table) -> metrics; .save/.load(folder)
     weight_sync: Any  # .push(version) -> metrics
@@ -131,6 +133,8 @@ class Trainer:
         stats["policy_version"] = self.policy_version
         stats["traces"] = len(traces)
         stats |= {f"{pool.prefix}/restarts": pool.restarts for pool in p.pools}  # workers replaced so far
+        for pool in p.pools:  # vLLM's own counters over this iteration (prefix-cache hits, preemptions)
+            stats |= {f"{pool.prefix}/engine/{k}": v for k, v in pool.engine_stats().items()}
         self.iteration += 1
         stats["iteration_s"] = time.perf_counter() - t0
         return stats | {f"time/{k}": v for k, v in self._times.items()}

@@ -1,7 +1,8 @@
 """LearnerGroup: M Learner ranks as Ray actors (learner-<i>) in one placement group, one DP group.
 
-The driver-facing API is whole-batch: `train(table)` shards rows (whole sequences, balanced by
-tokens) across ranks and returns rank 0's metrics, which are already reduced over all ranks.
+The driver-facing API is whole-batch: `train(table)` shards rows (whole samples, balanced by tokens)
+across ranks and returns rank 0's metrics, which are already reduced over all ranks. Each rank's
+bundle holds its CPUs, GPUs and the custom resources of `learner.resources` (a node type's).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class LearnerGroup:
         gpus = cfg.learner.num_gpus_per_learner
         if num_cpus_per_learner is None:
             num_cpus_per_learner = cfg.learner.num_cpus_per_learner
-        bundle = {"CPU": num_cpus_per_learner, **({"GPU": gpus} if gpus else {})}
+        bundle = {"CPU": num_cpus_per_learner, **({"GPU": gpus} if gpus else {}), **cfg.learner.resources}
         self.pg = placement_group([dict(bundle) for _ in range(m)], strategy="PACK")
         try:
             ray.get(self.pg.ready(), timeout=timeout_s)
@@ -53,6 +54,7 @@ class LearnerGroup:
                 name=f"{name_prefix}-{i}",
                 num_cpus=num_cpus_per_learner,
                 num_gpus=gpus,
+                resources=dict(cfg.learner.resources) or None,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=i),
             ).remote(cfg, rank=i, world_size=m)
             for i in range(m)

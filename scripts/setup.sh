@@ -42,5 +42,10 @@ if [ ! -f "$stamp" ]; then
 else
   echo "[setup] packages already installed (stamp $(basename "$stamp"))"
 fi
+# Prometheus (tests/test_metrics_sinks.py scrapes a live run; docs/monitoring.md): Debian's package.
+if ! command -v prometheus >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; } \
+    >/dev/null || echo "[setup] prometheus not installed: its test in tests/test_metrics_sinks.py will skip"
+fi
 "$VENV/bin/evorl" prepare-model
 "$VENV/bin/evorl" doctor

@@ -113,24 +113,14 @@ def cmd_show(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from cluster.core.storage import atomic_write_bytes
-    from skills.library import entry_record
-    from skills.schema import render_card
+    from skills.library import write_export
 
     lib = _open(args)
     if lib is None:
         return 1
     entries = [e for e in lib if not args.status or e.status == args.status]
-    jsonl = "".join(
-        json.dumps(entry_record(e, lib.gate.confidence), ensure_ascii=False) + "\n" for e in entries
-    )
-    cards = [
-        f"<!-- {e.skill_id} {e.status} -->\n{render_card(e.skill, max_chars=100_000)}\n" for e in entries
-    ]
-    out = Path(args.out)
-    atomic_write_bytes(out.with_name(out.name + ".jsonl"), jsonl.encode())
-    atomic_write_bytes(out.with_name(out.name + ".md"), "\n---\n\n".join(cards).encode())
-    print(f"exported {len(entries)} skills to {out}.jsonl and {out}.md")
+    write_export(entries, Path(args.out), lib.gate.confidence)
+    print(f"exported {len(entries)} skills to {args.out}.jsonl and {args.out}.md")
     return 0
 
 

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from cluster.core.storage import json_depth
 from skills.parse import parse_skill
 from skills.schema import TOP_LEVEL_FIELDS, SchemaName, Skill, SkillValidationError, validate_skill_dict
 
@@ -25,32 +26,10 @@ class Imported:
     reason: str | None  # why it was refused
 
 
-def json_depth(text: str) -> int:
-    """Deepest bracket nesting outside JSON strings (checked before json.loads can recurse)."""
-    depth = deepest = 0
-    in_str = esc = False
-    for ch in text:
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in "]}":
-            depth -= 1
-    return deepest
-
-
 def _loads(text: str):
     if json_depth(text) > MAX_JSON_DEPTH:
         raise ValueError(f"too_deep: JSON nested deeper than {MAX_JSON_DEPTH} levels")
-    return json.loads(text)
+    return json.loads(text)  # raises JSONDecodeError (a ValueError) for anything else
 
 
 def _record(obj, where: str, schema: SchemaName, max_chars: int) -> list[Imported]:

@@ -26,7 +26,7 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cluster.core.storage import atomic_write_bytes
+from cluster.core.storage import CorruptFileError, atomic_write_bytes, check_parquet_size, parse_json
 from skills.schema import Skill, SkillValidationError, validate_skill_dict
 from skills.stats import SkillStats
 
@@ -242,14 +242,18 @@ class SkillLibrary:
         if not path.exists():
             return None
         try:
-            data = json.loads(path.read_text())
+            data = parse_json(path.read_text(), str(path))
             versions = data["versions"]
             if not isinstance(versions, list) or data.get("format") != FORMAT:
                 raise ValueError(f"format {data.get('format')!r}, versions {type(versions).__name__}")
             for v in versions:
                 int(v["version"]), str(v["file"]), str(v["sha256"])  # noqa: B018 (shape check)
+                if not _VERSION_RE.match(
+                    str(v["file"])
+                ):  # a bare snapshot name: never a path out of the folder
+                    raise ValueError(f"file entry {v['file']!r} is not a library-v<N>.parquet name")
             return data
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError) as e:  # CorruptFileError is a ValueError
             log.warning("skill library %s: unreadable manifest (%s); falling back to snapshot files", path, e)
             self.load_report.skipped.append((str(path), f"unreadable manifest: {e}"))
             return None
@@ -305,8 +309,9 @@ class SkillLibrary:
                 data = path.read_bytes()
                 if sha is not None and hashlib.sha256(data).hexdigest() != sha:
                     raise LibraryError("checksum mismatch")
+                check_parquet_size(pq.ParquetFile(io.BytesIO(data)).metadata, str(path))
                 entries = self._from_table(pq.read_table(io.BytesIO(data)), path)
-            except (OSError, pa.ArrowException, LibraryError) as e:
+            except (OSError, pa.ArrowException, LibraryError, CorruptFileError) as e:
                 log.warning("skill library: skipping %s (%s)", path, e)
                 report.skipped.append((str(path), str(e)))
                 continue
@@ -356,7 +361,7 @@ class SkillLibrary:
         for i, row in enumerate(table.to_pylist()):
             where = f"{path} row {i} (skill {row['skill_id']})"
             try:
-                skill = validate_skill_dict(json.loads(row["skill_json"]), max_chars=_RELOAD_MAX_CHARS)
+                skill = validate_skill_dict(parse_json(row["skill_json"], where), max_chars=_RELOAD_MAX_CHARS)
             except (ValueError, SkillValidationError) as e:
                 raise LibraryError(f"{where}: skill_json: {e}") from None
             if skill.skill_id != row["skill_id"]:
@@ -396,3 +401,17 @@ def entry_record(entry: LibraryEntry, confidence: float = 0.9) -> dict:
         "embedding": entry.embedding,
         "merged_ids": entry.merged_ids,
     }
+
+
+def write_export(entries: list[LibraryEntry], out: Path, confidence: float = 0.9) -> tuple[Path, Path]:
+    """`<out>.jsonl` (one entry_record per skill) and `<out>.md` (the cards), atomically."""
+    from skills.schema import render_card
+
+    jsonl = "".join(json.dumps(entry_record(e, confidence), ensure_ascii=False) + "\n" for e in entries)
+    cards = [
+        f"<!-- {e.skill_id} {e.status} -->\n{render_card(e.skill, max_chars=100_000)}\n" for e in entries
+    ]
+    out = Path(out)
+    a = atomic_write_bytes(out.with_name(out.name + ".jsonl"), jsonl.encode())
+    b = atomic_write_bytes(out.with_name(out.name + ".md"), "\n---\n\n".join(cards).encode())
+    return a, b

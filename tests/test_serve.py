@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from cluster.serving.agent import model_from_checkpoint
-from cluster.serving.api import RequestError, decode_body, parse_request
+from cluster.serving.api import RequestError, decode_body, parse_chat, parse_request
+
+TOKEN = "test-token-0123456789abcdef"
 
 GOOD = {
     "task": "put a cloth in countertop",
@@ -123,6 +125,8 @@ def build_library(directory: str | Path) -> list[tuple[str, str]]:
         ({**GOOD, "env": "atari"}, 422, "'env'"),
         ({**GOOD, "admissable_actions": []}, 422, "unknown field"),
         ({**GOOD, "seed": "1"}, 422, "'seed'"),
+        ({**GOOD, "seed": 2**70}, 422, "'seed'"),
+        ({**GOOD, "seed": -1}, 422, "'seed'"),
         ({**GOOD, "admissible_actions": [f"go to shelf {i}" for i in range(2001)]}, 413, "2001"),
     ],
 )
@@ -143,6 +147,35 @@ def test_parse_request_accepts_both_envs():
     assert r.history == [("look", "ok")]
 
 
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.mark.parametrize(
+    "body, status, needle",
+    [
+        ({**CHAT, "temperature": 3}, 422, "'temperature'"),
+        ({**CHAT, "temperature": float("nan")}, 422, "finite number"),
+        ({**CHAT, "temperature": "hot"}, 422, "'temperature'"),
+        ({**CHAT, "top_p": 0}, 422, "'top_p'"),
+        ({**CHAT, "max_tokens": 10**6}, 422, "'max_tokens'"),
+        ({**CHAT, "max_tokens": 2.5}, 422, "integer"),
+        ({**CHAT, "seed": 2**64}, 422, "'seed'"),
+        ({**CHAT, "n": 2}, 422, "'n'"),
+        ({**CHAT, "stop": ["a"] * 5}, 422, "'stop'"),
+        ({**CHAT, "stream": True}, 400, "streaming is not supported"),
+        ({**CHAT, "messages": [{"role": "tool", "content": "x"}]}, 422, "messages[0]"),
+        ({**CHAT, "messages": [{"role": "user", "content": {"nested": [1]}}]}, 422, "messages[0].content"),
+        ({**CHAT, "frobnicate": 1}, 422, "unknown field"),
+    ],
+)
+def test_parse_chat_rejects_every_bad_field(body, status, needle):
+    with pytest.raises(RequestError) as e:
+        parse_chat(body)
+    assert e.value.status == status and needle in str(e.value)
+    ok = parse_chat({**CHAT, "temperature": 0.7, "seed": 3, "stop": "x", "stream": False})
+    assert (ok.temperature, ok.seed, ok.stop, ok.max_tokens) == (0.7, 3, ["x"], 128)
+
+
 def test_decode_body_limits():
     with pytest.raises(RequestError) as e:
         decode_body(b"x" * 2000, 1024)
@@ -150,6 +183,9 @@ def test_decode_body_limits():
     with pytest.raises(RequestError) as e:
         decode_body(b"{not json", 1024)
     assert e.value.status == 400
+    with pytest.raises(RequestError) as e:
+        decode_body(b'{"a": ' + b"[" * 500 + b"]" * 500 + b"}", 10_000)
+    assert e.value.status == 400 and "nested deeper" in str(e.value)
 
 
 def test_model_from_checkpoint_layouts(tmp_path):
@@ -225,9 +261,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _post(url: str, payload: bytes | dict) -> tuple[int, dict]:
+def _post(url: str, payload: bytes | dict, token: str | None = TOKEN) -> tuple[int, dict]:
     data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
+    req = urllib.request.Request(url, data=data, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=120) as r:
             return r.status, json.loads(r.read())
@@ -262,8 +299,11 @@ def served(tmp_path_factory, game_dir):
         pytest.skip(str(e))
     lib_dir = tmp_path_factory.mktemp("library")
     skills = build_library(lib_dir)
+    token_file = lib_dir / "token"
+    token_file.write_text(TOKEN + "\n")
     cfg = load_config(None, [f"serve.port={_free_port()}", "engine.kv_cache_gib=0.5",
-                             "model.max_model_len=1536", "serve.max_request_chars=20000"])  # fmt: skip
+                             "model.max_model_len=1536", "serve.max_request_chars=20000",
+                             f"serve.token_file={token_file}", "serve.max_queue=2"])  # fmt: skip
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": actor_env(cfg)})  # fmt: skip
     try:
@@ -331,16 +371,48 @@ def test_malformed_requests_get_4xx_and_replica_survives(served):
 
 
 @pytest.mark.slow
-def test_openai_chat_endpoint(served):
+def test_openai_surface_with_the_official_client(served):
+    import openai
+
     url, _ = served
-    status, ans = _post(f"{url}/v1/chat/completions",
-                        {"model": "evorl", "messages": [{"role": "user", "content": "Say hi."}],
-                         "max_tokens": 8})  # fmt: skip
-    assert status == 200, ans
-    assert ans["object"] == "chat.completion" and isinstance(ans["choices"][0]["message"]["content"], str)
-    assert 1 <= ans["usage"]["completion_tokens"] <= 8
-    status, ans = _post(f"{url}/v1/chat/completions", {"messages": "hi"})
-    assert status == 422
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=TOKEN, max_retries=0)
+    assert [m.id for m in client.models.list()] and client.models.list().data[0].owned_by == "evorl"
+    ans = client.chat.completions.create(
+        model="evorl", messages=[{"role": "user", "content": "Say hi."}], max_tokens=8
+    )
+    assert ans.object == "chat.completion" and isinstance(ans.choices[0].message.content, str)
+    assert 1 <= ans.usage.completion_tokens <= 8
+    with pytest.raises(openai.BadRequestError, match="streaming is not supported"):
+        client.chat.completions.create(
+            model="evorl", messages=[{"role": "user", "content": "x"}], stream=True
+        )
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.chat.completions.create(
+            model="evorl", messages=[{"role": "user", "content": "x"}], temperature=2.5
+        )
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{url}/v1", api_key="wrong-token-000000000", max_retries=0).models.list()
+
+
+@pytest.mark.slow
+def test_auth_queue_bound_and_health(served):
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, _ = served
+    status, ans = _post(f"{url}/act", GOOD, token=None)
+    assert status == 401 and "bearer token" in ans["error"]["message"]
+    with urllib.request.urlopen(f"{url}/health", timeout=30) as r:  # no token needed: load balancers
+        health = json.loads(r.read())
+    assert health["status"] == "ok" and health["policy_version"] == 0  # the embedded model: no training yet
+    slow = {
+        "model": "evorl",
+        "messages": [{"role": "user", "content": "Tell a long story."}],
+        "max_tokens": 200,
+    }
+    with ThreadPoolExecutor(6) as ex:
+        codes = [c for c, _ in ex.map(lambda _: _post(f"{url}/v1/chat/completions", slow), range(6))]
+    assert codes.count(200) >= 1 and 503 in codes and set(codes) <= {200, 503}  # serve.max_queue=2
+    assert _post(f"{url}/act", GOOD)[0] == 200  # and the replica goes on
 
 
 @pytest.mark.slow

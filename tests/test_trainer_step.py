@@ -118,6 +118,9 @@ class FakePool:
     def generate(self, prompts, gen):
         return self.engine.generate(prompts, gen)
 
+    def engine_stats(self) -> dict:
+        return {"prompt_tokens": 1.0}
+
 
 class FakeLearners:
     def __init__(self) -> None:
@@ -203,6 +206,7 @@ def test_evolving_iteration_end_to_end(tokenizer, tmp_path):
     assert entry.stats.baseline_trials == 4 and entry.stats.baseline_wins == 0
     assert stats["skills/parse_failure_rate"] == 0.5 and stats["downstream/success"] == 0.5
     assert (tmp_path / "trajectories" / "iter-00000.parquet").exists()
+    assert stats["rollout/engine/prompt_tokens"] == 1.0
 
 
 def test_grpo_iteration_groups_per_task(tokenizer, tmp_path):

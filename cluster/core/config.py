@@ -59,7 +59,7 @@ class EngineConfig:
 @dataclass
 class EnvConfig:
     name: Literal["alfworld", "mind2web"] = "alfworld"
-    data_dir: str = "data/alfworld"  # generated or official games / Mind2Web JSON folder
+    data_dir: str = "data/alfworld"  # generated or official games / a Mind2Web release (JSON or Hub Parquet)
     train_split: str = "train"
     eval_splits: list[str] = field(default_factory=lambda: ["valid_seen"])
     trained_types: list[str] = field(default_factory=list)  # empty = all types of the train split
@@ -108,8 +108,13 @@ class RolloutConfig:
     # Behaviour logprobs from the engine (constrained samples are rescored by an extra prefill, since
     # vLLM masks the grammar before computing logprobs). Off: the learner's first pass recomputes them.
     engine_logprobs: bool = False
-    call_timeout_s: float = 900.0
-    max_restarts: int = 3
+    call_timeout_s: float = 900.0  # one pool call on a started worker
+    start_timeout_s: float = 600.0  # a worker's start-up (engine load), never charged to a call
+    step_timeout_s: float = 120.0  # one env step: a hung step ends its own episode (failed), not the chunk
+    max_restarts: int = 3  # replacements per worker per pool call
+    # Custom Ray resources each worker requests (a node type's, e.g. {rollout: 1} for ray_cluster.yaml's
+    # rollout nodes); the skill-eval pool takes skills.eval_resources.
+    resources: dict[str, float] = field(default_factory=dict)
 
     def validate(self) -> None:
         _check(self.num_workers >= 1, "rollout.num_workers: expected >= 1")
@@ -117,6 +122,9 @@ class RolloutConfig:
         _check(self.temperature >= 0, "rollout.temperature: expected >= 0")
         _check(0 < self.top_p <= 1, "rollout.top_p: expected in (0, 1]")
         _check(self.max_new_tokens >= 1, "rollout.max_new_tokens: expected >= 1")
+        for name in ("call_timeout_s", "start_timeout_s", "step_timeout_s"):
+            _check(getattr(self, name) > 0, f"rollout.{name}: expected > 0")
+        _check(self.max_restarts >= 0, "rollout.max_restarts: expected >= 0")
 
 
 @dataclass
@@ -141,6 +149,9 @@ class SkillsConfig:
     gate_confidence: float = 0.9
     merge_similarity: float = 0.95
     num_eval_workers: int = 0  # 0 = skill evaluation reuses the rollout pool
+    eval_resources: dict[str, float] = field(
+        default_factory=dict
+    )  # custom Ray resources per skill-eval worker
 
     def validate(self) -> None:
         _check(self.n_candidates >= 1, "skills.n_candidates: expected >= 1")
@@ -181,6 +192,9 @@ class LearnerConfig:
     # policy gradient, only KL/entropy, and on CPU the learner's cost is proportional to tokens.
     skip_zero_advantage: bool = True
     keep_checkpoints: int = 2
+    resources: dict[str, float] = field(
+        default_factory=dict
+    )  # custom Ray resources per learner rank's bundle
 
     def validate(self) -> None:
         _check(self.num_learners >= 1, "learner.num_learners: expected >= 1")
@@ -217,6 +231,10 @@ class TrainerConfig:
     checkpoint_every: int = 1
     seed: int = 0
     run_dir: str = "runs/quickstart"
+    run_name: str = ""  # the run's name in the experiment trackers (default: the run folder's name)
+    loggers: list[Literal["jsonl", "tensorboard", "wandb", "mlflow"]] = field(
+        default_factory=lambda: ["jsonl", "tensorboard"]
+    )  # where metrics go besides the Ray dashboard (jsonl is always written)
     # "auto": continue the run folder's newest complete checkpoint if it has one, else start (an
     # entrypoint that is safe to retry); "never": a used run folder needs --resume or --overwrite.
     resume: Literal["never", "auto"] = "never"
@@ -259,6 +277,11 @@ class ServeConfig:
     max_batch_size: int = 8  # concurrent requests folded into one engine call
     batch_wait_timeout_s: float = 0.005
     skills_top_k: int = 1  # accepted library skills rendered into the prompt (0 = none)
+    # A file holding the bearer token every route but /health requires; needed when `host` is not
+    # loopback (then "" is a config error). Generate one with `evorl serve --new-token FILE`.
+    token_file: str = ""
+    max_queue: int = 64  # requests in flight per replica; more -> HTTP 503 with Retry-After
+    request_timeout_s: float = 120.0  # a request not answered in time -> HTTP 504
 
     def validate(self) -> None:
         _check(1 <= self.port <= 65535, "serve.port: expected 1..65535")
@@ -269,6 +292,12 @@ class ServeConfig:
         _check(self.max_batch_size >= 1, "serve.max_batch_size: expected >= 1")
         _check(self.batch_wait_timeout_s >= 0, "serve.batch_wait_timeout_s: expected >= 0")
         _check(0 <= self.skills_top_k <= 8, "serve.skills_top_k: expected 0..8")
+        _check(self.max_queue >= 1, "serve.max_queue: expected >= 1")
+        _check(self.request_timeout_s > 0, "serve.request_timeout_s: expected > 0")
+        _check(
+            self.host in ("127.0.0.1", "localhost", "::1") or bool(self.token_file),
+            f"serve.token_file: serving on {self.host} (beyond loopback) needs a bearer token file",
+        )
 
 
 @dataclass
@@ -401,6 +430,8 @@ def parse_override(text: str) -> tuple[str, Any]:
         return key, yaml.safe_load(raw)
     except yaml.YAMLError as e:
         raise ConfigError(f"override {key}: value {raw!r} is not valid YAML ({e})") from None
+    except RecursionError:
+        raise ConfigError(f"override {key}: value nested too deeply") from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -414,6 +445,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{src}: config file not found") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{src}: not valid YAML: {e}") from None
+        except RecursionError:
+            raise ConfigError(f"{src}: nested too deeply to be a config") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{src}: top level must be a mapping")
     try:

@@ -6,6 +6,7 @@ new one, never half of either. JSON state carries a sha256 of its payload, check
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -20,6 +21,47 @@ class CorruptFileError(ValueError):
     pass
 
 
+class DiskFullError(OSError):
+    """A write ran out of space (ENOSPC); the previous version of the file is intact."""
+
+
+MAX_JSON_DEPTH = 64  # nothing we write nests deeper; anything that does is refused before parsing
+MAX_PARQUET_EXPANSION = 2**30  # uncompressed bytes a Parquet file may claim before it is read
+
+
+def json_depth(text: str) -> int:
+    """Deepest bracket nesting outside JSON strings (a linear scan, no recursion)."""
+    depth = deepest = 0
+    in_str = esc = False
+    for ch in text:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def parse_json(text: str, where: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """json.loads with a nesting limit: CorruptFileError naming `where` for nesting past `max_depth`
+    (instead of a RecursionError) or for invalid JSON."""
+    if json_depth(text) > max_depth:
+        raise CorruptFileError(f"{where}: JSON nested deeper than {max_depth} levels")
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise CorruptFileError(f"{where}: not valid JSON ({type(e).__name__}: {e})") from None
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     """Call `write(fh)` on a temp file beside `path`, fsync, rename into place, fsync the folder."""
     path = Path(path)
@@ -32,11 +74,41 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.errno == errno.ENOSPC:
+            raise DiskFullError(
+                errno.ENOSPC, f"{path}: disk full while writing; the previous version is intact"
+            ) from e
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
     return path
+
+
+def append_line(path: str | Path, line: str) -> None:
+    """Append one line as one write; a failed write (a full disk) is cut back off, so the file never
+    ends in a fragment that would make the next record unreadable."""
+    path = Path(path)
+    data = (line.rstrip("\n") + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, "short write")
+            os.fsync(fd)
+        except OSError as e:
+            os.ftruncate(fd, size)
+            if e.errno == errno.ENOSPC:
+                raise DiskFullError(
+                    errno.ENOSPC, f"{path}: disk full while appending; earlier lines intact"
+                ) from e
+            raise
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -84,10 +156,10 @@ def read_json(path: str | Path) -> Any:
     """Read a file written by write_json; CorruptFileError (naming the path) if truncated or altered."""
     path = Path(path)
     try:
-        doc = json.loads(path.read_text())
+        doc = parse_json(path.read_text(), str(path))
         payload = doc["payload"]
         digest = doc["sha256"]
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
+    except (KeyError, TypeError, UnicodeDecodeError) as e:
         raise CorruptFileError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
     if hashlib.sha256(json.dumps(payload, sort_keys=True, indent=1).encode()).hexdigest() != digest:
         raise CorruptFileError(f"{path}: checksum mismatch")
@@ -122,9 +194,18 @@ def read_parquet(path: str | Path):
 
     path = Path(path)
     try:
+        check_parquet_size(pq.ParquetFile(path).metadata, str(path))
         return pq.read_table(path, page_checksum_verification=True)
     except (OSError, pa.ArrowException) as e:
         raise CorruptFileError(f"{path}: unreadable Parquet ({type(e).__name__}: {e})") from None
+
+
+def check_parquet_size(metadata, where: str, limit: int = MAX_PARQUET_EXPANSION) -> None:
+    """Refuse a Parquet file whose row groups claim more uncompressed bytes than `limit` before any
+    of it is decoded (a few KB can claim hundreds of MB)."""
+    claimed = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+    if claimed > limit:
+        raise CorruptFileError(f"{where}: row groups claim {claimed} uncompressed bytes (limit {limit})")
 
 
 def read_parquet_dir(folder: str | Path, pattern: str = "*.parquet") -> tuple[list, list[tuple[str, str]]]:
@@ -168,6 +249,8 @@ def verify_manifest(folder: str | Path) -> int:
     is missing, resized or altered (or a manifest entry that points outside the folder). Returns the
     number of files checked."""
     folder = Path(folder).resolve()
+    if not (folder / MANIFEST).is_file():
+        raise CorruptFileError(f"{folder}: no {MANIFEST} (an incomplete folder)")
     entries = read_json(folder / MANIFEST).get("files")
     if not isinstance(entries, list):
         raise CorruptFileError(f"{folder / MANIFEST}: no file list")

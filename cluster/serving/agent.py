@@ -23,11 +23,21 @@ from cluster.core.config import Config
 from cluster.core.generation import GenParams
 from cluster.core.records import TaskSpec
 from cluster.core.text import encode_messages, sanitize
-from cluster.serving.api import AgentRequest, RequestError
+from cluster.serving.api import AgentRequest, RequestError, parse_chat
 
 log = logging.getLogger("evorl.serve")
-MAX_CHAT_TOKENS = 1024
 _CACHE_SIZE = 1024  # task texts whose retrieved skills are kept per replica
+
+
+def served_version(model_dir: str) -> int:
+    """The policy version a model folder holds: its checkpoint's trainer state, 0 for a base model."""
+    from cluster.core.storage import CorruptFileError, read_json
+
+    state = Path(model_dir).parent / "trainer_state.json"
+    try:
+        return int(read_json(state)["policy_version"]) if state.exists() else 0
+    except (CorruptFileError, KeyError, TypeError, ValueError):
+        return 0
 
 
 def model_from_checkpoint(path: str) -> str:
@@ -53,9 +63,11 @@ class AgentCore:
         skills_dir: str | None = None,
         engine: Engine | None = None,
         seed: int = 0,
+        policy_version: int | None = None,
     ) -> None:
         self.cfg = cfg
         self.model_path = model_path
+        self.policy_version = policy_version if policy_version is not None else served_version(model_path)
         self.engine = engine or make_engine(model_path, cfg.engine, seed, cfg.model.max_model_len)
         self.max_model_len = cfg.model.max_model_len
         self.index = None
@@ -185,64 +197,34 @@ class AgentCore:
                 "history_used": kept,
                 "prompt_tokens": n_prompt,
                 "completion_tokens": n_gen,
-                "policy_version": self.engine.version,
+                "policy_version": self.policy_version,
             }
         return out
 
     # ----------------------------------------------------------------------------------------- chat
     def chat(self, body: Any) -> dict:
         """OpenAI chat.completions on the bare model (messages sanitised of control tokens)."""
-        if not isinstance(body, dict):
-            raise RequestError(422, "request body: expected a JSON object")
-        msgs = body.get("messages")
-        if not isinstance(msgs, list) or not msgs:
-            raise RequestError(422, "field 'messages': expected a non-empty list")
-        clean = []
-        for i, m in enumerate(msgs):
-            if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
-                raise RequestError(422, f"messages[{i}]: expected {{role: system|user|assistant, content}}")
-            if not isinstance(m.get("content"), str):
-                raise RequestError(422, f"messages[{i}].content: expected a string")
-            clean.append(
-                {"role": m["role"], "content": sanitize(m["content"], tokenizer=self.engine.tokenizer)}
-            )
-        n = body.get("n", 1)
-        if n != 1:
-            raise RequestError(422, "field 'n': only n=1 is supported")
-        try:
-            max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 128)
-            temperature = float(body.get("temperature", 0.0))
-            top_p = float(body.get("top_p", 1.0))
-        except (TypeError, ValueError) as e:
-            raise RequestError(422, f"max_tokens / temperature / top_p: {e}") from None
-        if not 1 <= max_tokens <= MAX_CHAT_TOKENS or temperature < 0 or not 0 < top_p <= 1:
-            raise RequestError(
-                422, f"expected 1 <= max_tokens <= {MAX_CHAT_TOKENS}, temperature >= 0, 0 < top_p <= 1"
-            )
-        stop = body.get("stop")
-        if isinstance(stop, str):
-            stop = [stop]
-        if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
-            raise RequestError(422, "field 'stop': expected a string or a list of strings")
-        ids = encode_messages(self.engine.tokenizer, clean)
-        if len(ids) + max_tokens > self.max_model_len:
+        req = parse_chat(body)
+        tok = self.engine.tokenizer
+        clean = [{"role": m["role"], "content": sanitize(m["content"], tokenizer=tok)} for m in req.messages]
+        ids = encode_messages(tok, clean)
+        if len(ids) + req.max_tokens > self.max_model_len:
             raise RequestError(422, f"prompt of {len(ids)} tokens + max_tokens exceeds {self.max_model_len}")
-        seed = body.get("seed")
-        params = GenParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=stop,
-                           seed=seed if isinstance(seed, int) else None)  # fmt: skip
+        params = GenParams(temperature=req.temperature, top_p=req.top_p, max_tokens=req.max_tokens, stop=req.stop,
+                           seed=req.seed)  # fmt: skip
         text, n_gen, finish = self.generate([ids], [params])[0]
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": body.get("model") or "evorl",
+            "model": req.model,
             "choices": [
                 {
                     "index": 0,
                     "message": {"role": "assistant", "content": text},
                     "finish_reason": "length" if finish == "length" else "stop",
                 }
-            ],
+            ],  # fmt: skip
             "usage": {
                 "prompt_tokens": len(ids),
                 "completion_tokens": n_gen,

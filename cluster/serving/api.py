@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 ENVS = ("alfworld", "mind2web")
+MAX_SEED = 2**63 - 1
+MAX_CHAT_TOKENS = 1024
+CHAT_FIELDS = {"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "stop",
+               "seed", "stream", "user", "frequency_penalty", "presence_penalty", "logit_bias", "response_format"}  # fmt: skip
 ACT_FIELDS = (
     "env",
     "task",
@@ -107,9 +111,7 @@ def parse_request(body: Any, default_env: str = "alfworld") -> AgentRequest:
         raise RequestError(422, "field 'admissible_actions' is empty")
     if len(actions) > MAX_ACTIONS:
         raise RequestError(413, f"field 'admissible_actions': {len(actions)} > {MAX_ACTIONS} actions")
-    seed = body.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise RequestError(422, f"field 'seed': expected an integer, got {seed!r}")
+    seed = _seed(body.get("seed"))
     return AgentRequest(
         env=env,
         task=task,
@@ -145,7 +147,89 @@ def decode_body(raw: bytes, max_chars: int) -> Any:
         raise RequestError(
             413, f"request body of {len(raw)} bytes exceeds serve.max_request_chars={max_chars}"
         )
+    from cluster.core.storage import CorruptFileError, parse_json
+
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RequestError(400, f"request body is not valid JSON: {e}") from None
+        return parse_json(raw.decode("utf-8"), "request body", max_depth=16)
+    except UnicodeDecodeError as e:
+        raise RequestError(400, f"request body is not UTF-8: {e}") from None
+    except CorruptFileError as e:
+        raise RequestError(400, str(e)) from None
+
+
+def _seed(seed: Any) -> int | None:
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise RequestError(422, f"field 'seed': expected an integer in [0, 2^63), got {seed!r:.40}")
+    return seed
+
+
+def _number(body: dict, key: str, default: float, lo: float, hi: float, lo_open: bool = False) -> float:
+    v = body.get(key, default)
+    if v is None:
+        v = default
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise RequestError(422, f"field {key!r}: expected a finite number, got {v!r:.40}")
+    if not (lo < v if lo_open else lo <= v) or v > hi:
+        raise RequestError(
+            422, f"field {key!r}: expected {'(' if lo_open else '['}{lo:g}, {hi:g}], got {v:g}"
+        )
+    return float(v)
+
+
+@dataclass
+class ChatRequest:
+    """One validated /v1/chat/completions request."""
+
+    messages: list[dict[str, str]]
+    max_tokens: int
+    temperature: float
+    top_p: float
+    stop: list[str] | None
+    seed: int | None
+    model: str
+
+
+def parse_chat(body: Any) -> ChatRequest:
+    """Validate an OpenAI chat.completions body; every bad field is a 4xx naming it. `stream: true`
+    is refused with a 400 saying so (responses come whole)."""
+    if not isinstance(body, dict):
+        raise RequestError(422, "request body: expected a JSON object")
+    unknown = sorted(set(body) - CHAT_FIELDS)
+    if unknown:
+        raise RequestError(422, f"unknown field(s) {unknown}")
+    if body.get("stream"):
+        raise RequestError(
+            400, "field 'stream': streaming is not supported; send stream=false for a whole answer"
+        )
+    msgs = body.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        raise RequestError(422, "field 'messages': expected a non-empty list")
+    out = []
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
+            raise RequestError(422, f"messages[{i}]: expected {{role: system|user|assistant, content}}")
+        if not isinstance(m.get("content"), str):
+            raise RequestError(422, f"messages[{i}].content: expected a string")
+        out.append({"role": m["role"], "content": m["content"]})
+    if body.get("n", 1) != 1:
+        raise RequestError(422, "field 'n': only n=1 is supported")
+    key = "max_tokens" if body.get("max_tokens") is not None else "max_completion_tokens"
+    max_tokens = _number(body, key, 128, 1, MAX_CHAT_TOKENS)
+    if max_tokens != int(max_tokens):
+        raise RequestError(422, f"field {key!r}: expected an integer")
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        stop = [stop]
+    if stop is not None and not (
+        isinstance(stop, list)
+        and len(stop) <= 4
+        and all(isinstance(x, str) and 0 < len(x) <= 256 for x in stop)
+    ):
+        raise RequestError(422, "field 'stop': expected a string or a list of at most 4 strings")
+    model = body.get("model") or "evorl"
+    if not isinstance(model, str):
+        raise RequestError(422, "field 'model': expected a string")
+    return ChatRequest(out, int(max_tokens), _number(body, "temperature", 0.0, 0.0, 2.0),
+                       _number(body, "top_p", 1.0, 0.0, 1.0, lo_open=True), stop, _seed(body.get("seed")), model)  # fmt: skip

@@ -91,11 +91,17 @@ def planner_actions(engine: Any) -> list[str]:
         return list(inner._pddl_state.replan(inner._entity_infos))
 
 
+def offered(commands: list[str]) -> list[str]:
+    """The admissible commands shown to the solver: all but `help`."""
+    return [c for c in commands if c != "help"]
+
+
 class AlfWorldEnv:
     """One ALFWorld game at a time on the real engine (implements envs.base.TextEnv).
 
     reward is 1.0 on the step that reaches the goal, else 0.0; the episode ends when won or after
-    `max_steps` steps (invalid ones included), whichever comes first.
+    `max_steps` steps (invalid ones included), whichever comes first. `help` is not offered as an
+    admissible action (as in the authors' env): it prints the command list and changes nothing.
     """
 
     def __init__(self, max_steps: int = 50) -> None:
@@ -132,7 +138,7 @@ class AlfWorldEnv:
         self.won = bool(state["won"])
         truncated = not self.won and self.steps >= self.max_steps
         self.done = self.won or truncated
-        self._admissible = list(state["admissible_commands"])
+        self._admissible = offered(state["admissible_commands"])
         return StepResult(
             observation=self._observation(state["feedback"]),
             reward=1.0 if self.won else 0.0,
@@ -189,7 +195,7 @@ class AlfWorldEnv:
         self.done = False
         self._task_type = task_type
         self._task_text = task_text_from(state["feedback"])
-        self._admissible = list(state["admissible_commands"])
+        self._admissible = offered(state["admissible_commands"])
         return self._observation(state["feedback"])
 
     def expert_actions(self) -> list[str]:

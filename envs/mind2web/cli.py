@@ -20,7 +20,11 @@ _METRICS = (
 
 def add_commands(sub: argparse._SubParsersAction, data_sub: argparse._SubParsersAction) -> None:
     p = data_sub.add_parser("mind2web-eval", help="replay a Mind2Web split with a policy, print the metrics")
-    p.add_argument("--data", default=None, help="folder of official JSON files (default: bundled sample)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="Mind2Web folder: the JSON release or the Hub's Parquet files (default: bundled sample)",
+    )
     p.add_argument("--split", default="test_task")
     p.add_argument("--policy", choices=["oracle", "random"], default="oracle")
     p.add_argument("--mode", choices=["paper", "teacher_forced"], default="teacher_forced")
@@ -33,7 +37,11 @@ def add_commands(sub: argparse._SubParsersAction, data_sub: argparse._SubParsers
     p.set_defaults(func=cmd_eval)
 
     p = data_sub.add_parser("mind2web-check", help="validate a Mind2Web folder and build its Parquet cache")
-    p.add_argument("--data", default=None, help="folder of official JSON files (default: bundled sample)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="Mind2Web folder: the JSON release or the Hub's Parquet files (default: bundled sample)",
+    )
     p.add_argument("--splits", nargs="*", default=None, help="default: every split found")
     p.add_argument("--cache-dir", default=None)
     p.set_defaults(func=cmd_check)

@@ -5,6 +5,10 @@ hundreds of MB because of `raw_html`). We parse one record at a time (ijson) so 
 validate every field of the official format, and write one Parquet file per source file on first
 use, keyed by the source's size and mtime so an edited file is re-read. Later reads go through
 `TaskStore`, which loads one row group at a time.
+
+The Hugging Face Hub's release (one Parquet row per action, `data/<split>-*.parquet`) is found here
+too and read by `envs.mind2web.hub` into the same records and the same cache format, so nothing
+downstream knows which release a folder holds.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ log = logging.getLogger(__name__)
 
 SPLITS: tuple[str, ...] = ("train", "test_task", "test_website", "test_domain")
 OPS: tuple[str, ...] = ("CLICK", "TYPE", "SELECT")
+# the Hub's Parquet shards of a split, tried after the JSON release's layouts
+HUB_PATTERNS = ("data/{split}-*.parquet", "{split}-*.parquet", "data/{split}/*.parquet", "{split}/*.parquet")
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
 _ROWS_PER_GROUP = 16  # records per Parquet row group: bounds memory when caching and reading
 
@@ -36,14 +42,20 @@ class Mind2WebFormatError(ValueError):
     """A source file or record breaks the official format; names file, record and field."""
 
     def __init__(
-        self, file: str | Path, msg: str, index: int | None = None, annotation_id: str = "", field: str = ""
+        self,
+        file: str | Path,
+        msg: str,
+        index: int | None = None,
+        annotation_id: str = "",
+        field: str = "",
+        kind: str = "record",  # "row" for the Hub's Parquet files (one row per action)
     ) -> None:
         self.file, self.index, self.annotation_id, self.field = str(file), index, annotation_id, field
         where = str(file)
         if index is not None:
-            where += f": record {index}"
-            if annotation_id:
-                where += f" (annotation_id={annotation_id!r})"
+            where += f": {kind} {index}"
+        if annotation_id:
+            where += f" (annotation_id={annotation_id!r})"
         if field:
             where += f": field {field}"
         super().__init__(f"{where}: {msg}")
@@ -103,15 +115,20 @@ class _Where:
     file: str
     index: int
     annotation_id: str = ""
+    kind: str = "record"
 
     def fail(self, field: str, msg: str) -> Mind2WebFormatError:
-        return Mind2WebFormatError(self.file, msg, self.index, self.annotation_id, field)
+        return Mind2WebFormatError(self.file, msg, self.index, self.annotation_id, field, self.kind)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
 
 
 def _get(
     obj: dict, key: str, typ: type | tuple[type, ...], where: _Where, path: str, optional: bool = False
 ) -> Any:
-    name = f"{path}.{key}" if path else key
+    name = _join(path, key)
     if key not in obj:
         if optional:
             return None
@@ -140,12 +157,12 @@ def _candidate(obj: Any, where: _Where, path: str) -> Candidate:
     try:
         parsed = json.loads(attributes)
     except json.JSONDecodeError as e:
-        raise where.fail(f"{path}.attributes", f"not a JSON string ({e.msg})") from None
+        raise where.fail(_join(path, "attributes"), f"not a JSON string ({e.msg})") from None
     if not isinstance(parsed, dict):
-        raise where.fail(f"{path}.attributes", f"expected a JSON object, got {type(parsed).__name__}")
+        raise where.fail(_join(path, "attributes"), f"expected a JSON object, got {type(parsed).__name__}")
     node_id = _get(obj, "backend_node_id", (str, int), where, path)  # official: str; int tolerated
     if str(node_id) == "":
-        raise where.fail(f"{path}.backend_node_id", "empty")
+        raise where.fail(_join(path, "backend_node_id"), "empty")
     return Candidate(
         tag=_get(obj, "tag", str, where, path),
         attributes=attributes,
@@ -159,7 +176,7 @@ def _action(obj: Any, where: _Where, path: str) -> ActionStep:
     if not isinstance(obj, dict):
         raise where.fail(path, f"expected object, got {type(obj).__name__}")
     op_obj = _get(obj, "operation", dict, where, path)
-    op_path = f"{path}.operation"
+    op_path = _join(path, "operation")
     op = _get(op_obj, "op", str, where, op_path)
     if op not in OPS:
         raise where.fail(f"{op_path}.op", f"expected one of {list(OPS)}, got {op!r}")
@@ -171,7 +188,7 @@ def _action(obj: Any, where: _Where, path: str) -> ActionStep:
     cands = {}
     for key in ("pos_candidates", "neg_candidates"):
         items = _get(obj, key, list, where, path)
-        cands[key] = tuple(_candidate(c, where, f"{path}.{key}[{i}]") for i, c in enumerate(items))
+        cands[key] = tuple(_candidate(c, where, f"{_join(path, key)}[{i}]") for i, c in enumerate(items))
     return ActionStep(
         action_uid=_get(obj, "action_uid", str, where, path),
         cleaned_html=_get(obj, "cleaned_html", str, where, path),
@@ -250,8 +267,9 @@ def iter_json_records(path: str | Path) -> Iterator[TaskRecord]:
 
 
 def find_split_files(data_dir: str | Path, split: str) -> list[Path]:
-    """The JSON files of a split, in the official layout (`data/<split>/*.json`), as `<split>/*.json`,
-    or flat (`<split>.json`, `<split>_*.json` directly in data_dir)."""
+    """The files of a split. The JSON release first: its layout (`data/<split>/*.json`), `<split>/*.json`,
+    or flat (`<split>.json`, `<split>_*.json` directly in data_dir); else the Hub's Parquet shards
+    (`data/<split>-*.parquet`, `<split>-*.parquet`, `data/<split>/*.parquet`, `<split>/*.parquet`)."""
     if not _SPLIT_NAME.match(split):
         raise ValueError(f"bad split name {split!r}: expected letters, digits, '_' or '-'")
     root = Path(data_dir)
@@ -265,9 +283,15 @@ def find_split_files(data_dir: str | Path, split: str) -> list[Path]:
     flat = sorted({*root.glob(f"{split}.json"), *root.glob(f"{split}_*.json")})
     if flat:
         return flat
+    for pattern in HUB_PATTERNS:
+        shards = sorted(root.glob(pattern.format(split=split)))
+        if shards:
+            return shards
     raise FileNotFoundError(
-        f"no JSON files for split {split!r} under {root} (looked in data/{split}/*.json, "
-        f"{split}/*.json, {split}.json, {split}_*.json)"
+        f"no files for split {split!r} under {root} (looked for the JSON release in data/{split}/*.json, "
+        f"{split}/*.json, {split}.json, {split}_*.json and for the Hub's Parquet in "
+        + ", ".join(p.format(split=split) for p in HUB_PATTERNS)
+        + ")"
     )
 
 
@@ -438,8 +462,14 @@ def cached_parquet(
 
 
 def split_parquets(data_dir: str | Path, split: str, cache_dir: str | Path | None = None) -> list[Path]:
-    """Parquet caches of every file of a split; annotation_ids must be unique across the split."""
-    out = [cached_parquet(f, cache_dir) for f in find_split_files(data_dir, split)]
+    """Parquet caches of every file of a split; annotation_ids must be unique across the split.
+    The Hub's shards get one cache for the whole split: a task's rows may straddle two shards."""
+    files = find_split_files(data_dir, split)
+    if files[0].suffix == ".parquet":
+        from envs.mind2web.hub import cached_hub_parquet
+
+        return [cached_hub_parquet(files, split, cache_dir)]
+    out = [cached_parquet(f, cache_dir) for f in files]
     seen: dict[str, Path] = {}
     for p in out:
         for aid in pq.read_table(p, columns=["annotation_id"]).column(0).to_pylist():
@@ -452,10 +482,16 @@ def split_parquets(data_dir: str | Path, split: str, cache_dir: str | Path | Non
 
 
 def iter_records(path: str | Path) -> Iterator[TaskRecord]:
-    """Records of a cached Parquet file or of an official JSON file."""
+    """Records of a cached Parquet file, of an official JSON file, or of one Hub shard (whose tasks
+    must then lie wholly in it: use `hub.iter_hub_records` on all of a split's shards)."""
     path = Path(path)
     if path.suffix == ".parquet":
         pf = pq.ParquetFile(path)
+        if "actions" not in pf.schema_arrow.names:  # not our cache: one row per action
+            from envs.mind2web.hub import iter_hub_records
+
+            yield from iter_hub_records([path])
+            return
         for g in range(pf.num_row_groups):
             for row in pf.read_row_group(g).to_pylist():
                 yield record_from_row(row)

@@ -1,0 +1,86 @@
+"""What every benchmark shares: the process environment, the machine record, A/B interleaving, results.
+
+Every figure is a ratio against a baseline doing the same work in the same run: arms run A, B, A, B,
+... (`interleave`) so that load drift on the shared machine hits both, the load average is recorded
+around each repeat, and medians are reported with every repeat kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT))
+for k, v in {
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    "OMP_NUM_THREADS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "EVORL_CACHE": str(ROOT / ".cache"),
+    "TORCH_EXTENSIONS_DIR": str(ROOT / ".cache" / "torch_extensions"),
+    "ALFWORLD_DATA": str(ROOT / ".cache" / "alfworld"),
+    "RAY_USAGE_STATS_ENABLED": "0",
+}.items():
+    os.environ.setdefault(k, v)
+
+
+def load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def machine() -> dict:
+    import torch
+
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+        "load_average_1m": load(),
+    }
+
+
+def interleave(arms: dict[str, Callable[[], dict]], repeats: int, warmup: int = 1) -> dict[str, list[dict]]:
+    """Run every arm `warmup` times (discarded), then `repeats` rounds of every arm in turn; each call
+    returns a dict of measures, kept with the load average before it."""
+    for _ in range(warmup):
+        for fn in arms.values():
+            fn()
+    runs: dict[str, list[dict]] = {name: [] for name in arms}
+    for r in range(repeats):
+        order = list(arms) if r % 2 == 0 else list(arms)[::-1]  # A B, B A, A B: no arm always first
+        for name in order:
+            before = load()
+            t0 = time.perf_counter()
+            out = arms[name]()
+            runs[name].append({"repeat": r, "load_before": before, "wall_s": time.perf_counter() - t0, **out})
+    return runs
+
+
+def median(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def write(name: str, payload: dict, markdown: str) -> Path:
+    """benchmarks/results/<name>.json and .md, atomically."""
+    from cluster.core.storage import atomic_write_text
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(RESULTS / f"{name}.json", json.dumps(payload, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(RESULTS / f"{name}.md", markdown.rstrip() + "\n")
+    print(markdown)
+    return RESULTS / f"{name}.json"
+
+
+def verdict(value: float, target: str, ok: bool) -> str:
+    return f"{value:.2f} (target {target}: {'met' if ok else 'MISSED'})"

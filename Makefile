@@ -1,5 +1,5 @@
 # The two commands a newcomer runs: `make setup`, then `make test`.
-.PHONY: setup test lint format bench quickstart
+.PHONY: setup test lint format bench quickstart cluster-smoke
 
 VENV ?= .venv
 export EVORL_CACHE ?= $(CURDIR)/.cache
@@ -26,3 +26,8 @@ bench:
 
 quickstart:
 	$(VENV)/bin/evorl train --config configs/quickstart.yaml
+
+# README "On a GPU cluster" on this one machine: 3 raylets with token auth, `ray job submit` of one
+# quickstart iteration, placement, checkpoint and resume checks (3-6 min on 2 cores; docs/cluster.md).
+cluster-smoke:
+	$(VENV)/bin/python scripts/cluster_smoke.py

@@ -97,6 +97,10 @@ class VLLMEngine:
                 tensor_parallel_size=cfg.tensor_parallel_size,
                 gpu_memory_utilization=cfg.gpu_memory_utilization,
             )
+            if cfg.tensor_parallel_size > 1:
+                # One Ray worker per GPU in the rollout worker's placement group (one {GPU: 1} bundle
+                # each, actors/pool.py worker_bundles); vLLM finds the group from inside this actor.
+                kwargs["distributed_executor_backend"] = "ray"
         else:
             kwargs["kv_cache_memory_bytes"] = int(cfg.kv_cache_gib * 2**30)
         self.llm = LLM(**kwargs)

@@ -274,6 +274,8 @@ class EpisodeRunner:
         ep.obs = step.observation
         if step.done:
             r.won = step.won
+            if "episode_score" in step.info:  # Mind2Web's per-step scores, for its metrics
+                r.info["episode_score"] = step.info["episode_score"]
             self._finish(ep, truncation="" if step.won or r.steps < self.s.max_steps else "max_steps")
         elif ep.conv is not None:
             tok = self.engine.tokenizer

@@ -25,6 +25,28 @@ from cluster.core.records import EpisodeJob, EpisodeResult
 log = logging.getLogger(__name__)
 
 
+def worker_bundles(
+    num_cpus: float, num_gpus: float, tensor_parallel_size: int, resources: dict[str, float]
+) -> list[dict[str, float]] | None:
+    """The placement-group bundles of one rollout worker, or None when it needs none (a plain actor
+    with `num_gpus` GPUs and `resources`): tensor_parallel_size 1, or a CPU worker (num_gpus 0:
+    vLLM's CPU engine ignores tensor_parallel_size).
+
+    A tensor-parallel engine takes one bundle per GPU, {GPU: 1} plus the custom resources, so every
+    GPU it uses lies on a node of the named type and the node type's custom resource counts its GPUs
+    (ray_cluster.yaml: {rollout: 8} on an 8-GPU node). The first bundle also holds the worker's own
+    CPUs: the actor runs there without a GPU of its own, and vLLM's Ray executor starts one GPU
+    worker per bundle (tests/test_cluster_config.py)."""
+    if tensor_parallel_size <= 1 or num_gpus <= 0:
+        return None
+    bundles = [
+        {"GPU": 1.0, **{k: float(v) for k, v in resources.items()}} for _ in range(tensor_parallel_size)
+    ]
+    if num_cpus > 0:
+        bundles[0]["CPU"] = float(num_cpus)
+    return bundles
+
+
 class RolloutError(RuntimeError):
     def __init__(self, actor: str, stage: str, task: str, cause: str) -> None:
         super().__init__(f"{actor}: {stage} failed on task {task}: {cause}")
@@ -57,8 +79,10 @@ class RolloutPool:
         self.restarts = 0
         self.version = 0
         self._episodes = 0
-        self._weights_ref = None  # [ObjectRef] of the last push, so a replacement worker starts current
+        self._weights_ref = None  # [ObjectRef] of the last object-store push: what a replacement loads
+        self._weights_version = 0  # its policy version (NCCL pushes since then do not reach a replacement)
         self._remote = ray.remote(RolloutWorker)
+        self._pgs: dict = {}  # worker index -> its placement group (tensor-parallel GPU engines only)
         self.workers = [self._spawn(i) for i in range(self.num_workers)]
         for i, w in enumerate(self.workers):
             try:
@@ -73,13 +97,32 @@ class RolloutPool:
         r = self.cfg.rollout
         env_vars = {k: os.environ[k] for k in ("ALFWORLD_DATA", "EVORL_CACHE", "EVORL_MODEL_DIR", "HF_HUB_OFFLINE")
                     if k in os.environ}  # fmt: skip
+        tp = self.cfg.engine.tensor_parallel_size
+        bundles = worker_bundles(r.num_cpus_per_worker, r.num_gpus_per_worker, tp, self.resources)
+        if bundles is None:
+            placement = dict(num_gpus=r.num_gpus_per_worker, resources=self.resources or None)
+        else:
+            from ray.util.placement_group import placement_group
+            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+            if r.num_gpus_per_worker != tp:
+                log.warning("%s: engine.tensor_parallel_size %d takes %d GPUs (one bundle each), not "
+                            "rollout.num_gpus_per_worker %g", self._name(i), tp, tp, r.num_gpus_per_worker)  # fmt: skip
+            # One node per engine (tensor parallelism wants NVLink); a replacement reuses the group.
+            if i not in self._pgs:
+                self._pgs[i] = placement_group(bundles, strategy="STRICT_PACK", name=f"{self._name(i)}-pg")
+            placement = dict(
+                num_gpus=0,  # the GPUs are the bundles', taken by vLLM's Ray workers
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    self._pgs[i], placement_group_bundle_index=0, placement_group_capture_child_tasks=True
+                ),
+            )
         actor = self._remote.options(
             name=self._name(i),
             num_cpus=r.num_cpus_per_worker,
-            num_gpus=r.num_gpus_per_worker,
-            resources=self.resources or None,
             max_restarts=0,
             runtime_env={"env_vars": env_vars},
+            **placement,
         ).remote(self.cfg, self._name(i), self.cfg.trainer.seed + i, self.env_factory)
         return actor
 
@@ -103,16 +146,22 @@ class RolloutPool:
             ray.get(self.workers[i].ping.remote(), timeout=self.cfg.rollout.start_timeout_s)
         except Exception as e:
             raise RolloutError(self._name(i), "replace", "-", f"replacement did not start: {e!r}") from e
-        if self._weights_ref is not None:  # current weights before any work (a failure raises here)
-            got = ray.get(self.workers[i].update_weights.remote(self._weights_ref, self.version),
+        if self._weights_ref is not None:  # the last object-store weights before any work
+            got = ray.get(self.workers[i].update_weights.remote(self._weights_ref, self._weights_version),
                           timeout=self.cfg.rollout.call_timeout_s)  # fmt: skip
-            if got != self.version:
+            if got != self._weights_version:
                 raise RolloutError(
-                    self._name(i), "replace", "-", f"loaded version {got}, expected {self.version}"
+                    self._name(i), "replace", "-", f"loaded version {got}, expected {self._weights_version}"
                 )
+        served = self._weights_version if self._weights_ref is not None else 0
+        if served != self.version:  # pushes since went over NCCL: labelled with what it really serves,
+            # so its traces are dropped as stale (counted) until the next push reaches it
+            log.warning("%s: the replacement serves policy version %d until the next push (pool: %d)",
+                        self._name(i), served, self.version)  # fmt: skip
 
-    def play(self, jobs: list[EpisodeJob], gen: GenParams) -> list[EpisodeResult]:
-        """Play every job (its skill, if any, in the solver prompt); one result per job, in order."""
+    def play(self, jobs: list[EpisodeJob], gen: GenParams, progress=None) -> list[EpisodeResult]:
+        """Play every job (its skill, if any, in the solver prompt); one result per job, in order.
+        `progress(done, total)` is called as chunks come back."""
         n = len(jobs)
         ids = [f"{self.prefix}-v{self.version}-e{self._episodes + k}" for k in range(n)]
         self._episodes += n
@@ -121,9 +170,11 @@ class RolloutPool:
         def submit(worker, sl: slice):
             return worker.play.remote(jobs[sl], gen, ids[sl])
 
-        return self._dispatch(n, width, submit, "play", lambda k: jobs[k].task.task_id)
+        return self._dispatch(n, width, submit, "play", lambda k: jobs[k].task.task_id, progress)
 
-    def generate(self, prompts: list[list[int]], gen: GenParams | list[GenParams]) -> list[list[Generation]]:
+    def generate(
+        self, prompts: list[list[int]], gen: GenParams | list[GenParams], progress=None
+    ) -> list[list[Generation]]:
         """Extractor generations, split evenly across workers; a dead or stuck worker is replaced and
         its prompts resubmitted, exactly like `play`."""
         n = len(prompts)
@@ -135,9 +186,9 @@ class RolloutPool:
         def submit(worker, sl: slice):
             return worker.generate.remote(prompts[sl], per[sl])
 
-        return self._dispatch(n, width, submit, "generate", lambda k: f"prompt {k}")
+        return self._dispatch(n, width, submit, "generate", lambda k: f"prompt {k}", progress)
 
-    def _dispatch(self, n: int, width: int, submit, stage: str, item_name) -> list:
+    def _dispatch(self, n: int, width: int, submit, stage: str, item_name, progress=None) -> list:
         """Run items 0..n-1 in chunks of `width` on whichever worker is free; one result per item.
 
         A chunk whose worker dies (or exceeds rollout.call_timeout_s, counted from its submission to a
@@ -184,6 +235,8 @@ class RolloutPool:
                     )
                 results[c.start : c.stop] = out
                 idle.append(i)
+                if progress is not None:
+                    progress(sum(r is not None for r in results), n)
             now = time.monotonic()
             for ref, (i, c, t0) in list(running.items()):
                 if now - t0 > timeout:
@@ -195,6 +248,7 @@ class RolloutPool:
         """Every worker loads the weights of `weights_ref` ([ObjectRef], put by the learner) in
         parallel; returns the versions they report (all `version`, or RolloutError)."""
         self._weights_ref, self.version = weights_ref, int(version)
+        self._weights_version = self.version
         got = self._each(lambda w: w.update_weights.remote(weights_ref, self.version), "update_weights")
         if any(v != self.version for v in got):
             raise RolloutError(self.prefix, "update_weights", "-", f"versions after push: {got}")
@@ -248,3 +302,9 @@ class RolloutPool:
         for w in self.workers:
             ray.kill(w, no_restart=True)
         self.workers = []
+        if getattr(self, "_pgs", None):
+            from ray.util.placement_group import remove_placement_group
+
+            for pg in self._pgs.values():
+                remove_placement_group(pg)
+            self._pgs = {}

@@ -35,7 +35,7 @@ def default_env_factory(env_cfg: EnvConfig) -> TextEnv:
 
 def _cpu_process_settings() -> None:
     """In-process vLLM with one OpenMP thread per engine (the CPU settings that work, see
-    PLATFORM_NOTES): set before torch or vLLM start their thread pools in this process."""
+    ../shared/PLATFORM_NOTES.md): set before torch or vLLM start their thread pools in this process."""
     import torch
 
     if torch.cuda.is_available():

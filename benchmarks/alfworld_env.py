@@ -1,5 +1,8 @@
 """ALFWorld env benchmark: reset/step latency and the success rate of a uniform-random policy per task type and preset (the curriculum's starting point).
 
+It measures the real ALFWorld engine (envs.alfworld.env.AlfWorldEnv) in this process, as a rollout
+worker steps it in-process (there are no separate env actors).
+
     .venv/bin/python benchmarks/alfworld_env.py [--per-type 4] [--episodes 2]
 
 Writes benchmarks/results/alfworld_env.{json,md}; absolute numbers depend on the machine and its load
@@ -25,11 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("ALFWORLD_DATA", str(ROOT / ".cache" / "alfworld"))
 
-from envs.alfworld.generator import generate, write_atomic  # noqa: E402
+from cluster.core.storage import atomic_write_text  # noqa: E402
+from envs.alfworld.generator import generate  # noqa: E402
 from envs.alfworld.tasks import TASK_TYPES, list_tasks  # noqa: E402
 
 PRESETS = ("easy", "standard")
-PARTS = ("latency", "random", "pool")
+PARTS = ("latency", "random")
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -164,9 +168,6 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=2, help="random-policy episodes per game")
     ap.add_argument("--max-steps", type=int, default=50)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--pool-envs", type=int, default=8)
-    ap.add_argument("--pool-rounds", type=int, default=40)
-    ap.add_argument("--pool-repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "alfworld_env"))
     ap.add_argument("--parts", default=",".join(PARTS), help="rerun only these parts, keep the rest")
@@ -174,7 +175,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.render_only:
         with open(args.results + ".json", encoding="utf-8") as f:
-            write_atomic(args.results + ".md", markdown(json.load(f)))
+            atomic_write_text(args.results + ".md", markdown(json.load(f)))
         return
 
     parts = {x.strip() for x in args.parts.split(",") if x.strip()}
@@ -206,7 +207,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tasks_by_preset: dict[str, list] = {}
         res.setdefault("generation", {})
-        for p in PRESETS if parts & {"latency", "random"} else ("standard",):
+        for p in PRESETS:
             t0 = time.perf_counter()
             rep = generate(
                 f"{tmp}/{p}", args.per_type, seed=args.seed, preset=p, workers=args.workers, splits=["train"]
@@ -227,9 +228,9 @@ def main() -> None:
             res["random_policy"] = random_policy(tasks_by_preset, args.episodes, args.max_steps, args.workers)
             print("[bench] random policy done", flush=True)
 
-    write_atomic(args.results + ".json", json.dumps(res, indent=2) + "\n")
+    atomic_write_text(args.results + ".json", json.dumps(res, indent=2) + "\n")
     md = markdown(res)
-    write_atomic(args.results + ".md", md)
+    atomic_write_text(args.results + ".md", md)
     print(md)
 
 

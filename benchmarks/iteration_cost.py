@@ -30,7 +30,9 @@ from common import interleave, machine, median, verdict, write
 LEGACY = ["env.context=window", "rollout.engine_logprobs=true", "learner.loss_agg=token_mean",
           "learner.zero_stage=2", "learner.gradient_checkpointing=true"]  # fmt: skip
 CURRENT = ["env.context=sequence"]
-COMMON = ["learner.skip_zero_advantage=false", "trainer.eval_tasks=1", "env.eval_splits=[]"]
+# micro_batch_tokens 2048 for both arms: two learners and two pools share one 24 GiB machine here
+COMMON = ["learner.skip_zero_advantage=false", "trainer.eval_tasks=1", "env.eval_splits=[]",
+          "learner.micro_batch_tokens=2048"]  # fmt: skip
 
 
 def arm(name: str, cfg, run_dir: Path):

@@ -3,11 +3,12 @@
     python benchmarks/rollout_scaling.py [--episodes 16] [--max-steps 6] [--repeats 2]
 
 Each worker is a Ray actor with its own in-process vLLM engine (1 thread) and env slots; the pool
-splits the episodes into chunks across free workers. Same games, same seeds, constrained decoding,
-temperature 1.0. Rounds alternate 1 -> 2 -> 1 -> 2 ... so load drift on the shared machine hits
-both; the figure is the median episodes/s per pool size and their ratio (ideal 2.0 on 2 idle cores).
-Both pools stay alive throughout (3 engines), so each worker reserves 0.5 of Ray's CPUs; every
-engine still runs 1 thread.
+splits the episodes into chunks across free workers. Same games, constrained decoding, the solver's
+sampling settings (rollout.temperature, top_p, max_new_tokens; behaviour logprobs left to the
+learner, the default) and prompts (env.context) of --config. Rounds alternate
+1 -> 2 -> 1 -> 2 ... so load drift on the shared machine hits both; the figure is the median
+episodes/s per pool size and their ratio (ideal 2.0 on 2 idle cores). Both pools stay alive
+throughout (3 engines), so each worker reserves 0.5 of Ray's CPUs; every engine still runs 1 thread.
 Writes benchmarks/results/rollout_scaling.{json,md}.
 """
 
@@ -40,43 +41,49 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from actors.engine import GenParams
     from actors.pool import RolloutPool
     from cluster.core.config import load_config
+    from cluster.core.generation import GenParams
+    from cluster.core.records import EpisodeJob
     from cluster.core.storage import atomic_write_bytes, write_json_plain
+    from cluster.data import ensure_data
     from cluster.placement import init_ray
-    from cluster.trainer import ensure_data
     from envs import list_tasks
 
     overrides = [
         f"env.max_steps={args.max_steps}",
         "cluster.include_dashboard=false",
-        "env.envs_per_actor=8",
+        "rollout.envs_per_worker=8",
         f"cluster.metrics_export_port={args.metrics_port}",  # a free port beside other local Rays
         "rollout.num_cpus_per_worker=0.5",  # 1 + 2 workers alive at once must fit Ray's 2 CPUs
     ]
     cfg = load_config(args.config, overrides)
     init_ray(cfg)
     ensure_data(cfg)
-    tasks = [t for t in list_tasks(cfg.env, cfg.env.train_split) if t.task_type in cfg.env.trained_types]
-    tasks = (tasks * (args.episodes // max(len(tasks), 1) + 1))[: args.episodes]
-    gen = GenParams(temperature=1.0, max_tokens=cfg.rollout.max_new_tokens, seed=0)
+    trained = set(cfg.env.trained_types)  # empty: every type of the train split
+    tasks = [t for t in list_tasks(cfg.env, cfg.env.train_split) if not trained or t.task_type in trained]
+    jobs = [EpisodeJob(t) for t in (tasks * (args.episodes // max(len(tasks), 1) + 1))[: args.episodes]]
+    r = cfg.rollout
+    gen = GenParams(temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_new_tokens,
+                    logprobs=r.engine_logprobs)  # fmt: skip
     load0 = os.getloadavg()[0]
     pools = {n: RolloutPool(cfg, f"scale{n}", n) for n in (1, 2)}
     rounds: dict[int, list[dict]] = {1: [], 2: []}
     try:
         for n, pool in pools.items():  # warm-up: first generate of each engine
-            pool.play(tasks[:n], None, gen)
-        for r in range(args.repeats):
+            pool.play(jobs[:n], gen)
+        for k in range(args.repeats):
             for n, pool in pools.items():
                 t0 = time.perf_counter()
-                eps = pool.play(tasks, None, gen)
+                eps = pool.play(jobs, gen)
                 dt = time.perf_counter() - t0
-                toks = sum(len(t.response_ids) + len(t.prompt_ids) for e in eps for t in e.turns)
-                turns = sum(len(e.turns) for e in eps)
-                rounds[n].append({"seconds": dt, "episodes": len(eps), "turns": turns, "tokens": toks})
+                toks = sum(len(t.token_ids) for e in eps for t in e.traces)  # the sequences the learner gets
+                turns = sum(e.steps for e in eps)
+                failed = sum(e.failed for e in eps)
+                rounds[n].append({"seconds": dt, "episodes": len(eps), "turns": turns, "tokens": toks,
+                                  "failed": failed})  # fmt: skip
                 print(
-                    f"[scaling] round {r} workers {n}: {dt:.1f}s, {len(eps) / dt:.3f} episodes/s", flush=True
+                    f"[scaling] round {k} workers {n}: {dt:.1f}s, {len(eps) / dt:.3f} episodes/s", flush=True
                 )
     finally:
         for pool in pools.values():
@@ -96,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     md = f"""# Rollout scaling: 1 vs 2 rollout workers ({when})
 
 {machine}; load average {load0:.1f} at start. {args.episodes} ALFWorld episodes (easy preset, trained types,
-max {args.max_steps} steps, constrained decoding, temperature 1.0) per round; median of {args.repeats} rounds,
+max {args.max_steps} steps, constrained decoding, temperature {cfg.rollout.temperature}) per round; median of {args.repeats} rounds,
 pool sizes alternating. Baseline: the 1-worker pool in the same run.
 
 | rollout workers | episodes/s | solver turns/s | speed-up |

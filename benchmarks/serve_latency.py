@@ -3,10 +3,9 @@
 Workload: real ALFWorld states (generated easy games, walked along the planner's solution), each a
 /act request with task, observation, admissible actions and the last 4 history pairs; a 2-skill
 accepted library so every request runs retrieval and carries a skill card. Modes:
-  engine, 1 at a time      vLLM generate on the same prompt ids and constrained params (baseline)
+  engine, 1 at a time      the replica's engine (actors.engine) on the same prompt ids and params as
+                           AgentCore.act_batch builds them (constrained decoding; baseline)
   engine, batches of C     one generate call per C prompts
-  Engine API, 1 at a time  actors.engine VLLMEngine.generate, which also re-scores each constrained
-                           sample for behaviour logprobs (what rollouts need, serving does not)
   core, 1 at a time        AgentCore.act_batch in-process (retrieval + prompt + engine, no HTTP)
   served, 1 client         HTTP POST /act, one request in flight
   served, C clients        C threads posting at once (the replica batches them)
@@ -78,21 +77,24 @@ def collect_states(games_dir: str, n: int) -> list[dict]:
 
 
 def direct(cfg, model: str, lib_dir: str, bodies: list[dict], conc: int) -> tuple[dict, list[str]]:
-    from cluster.serving.app import AgentCore, parse_request
+    from actors.episode import turn_params
+    from cluster.core.generation import GenParams
+    from cluster.serving.agent import AgentCore
+    from cluster.serving.api import parse_request
+    from skills.schema import render_card
 
     core = AgentCore(cfg, model, lib_dir)
     core.warmup()
-    reqs = [parse_request(b) for b in bodies]
+    reqs = [parse_request(b, cfg.env.name) for b in bodies]
     # Prompts and params exactly as the server builds them (act_batch's own path, minus generate).
-    from actors.engine import GenParams
-    from skills.schema import render_card
-
+    gen = GenParams(temperature=cfg.rollout.eval_temperature, top_p=1.0)
     prompts, params = [], []
     for r in reqs:
         skill = "\n\n".join(render_card(e.skill) for e in core.retrieve(r)) or None
-        mt = core._max_tokens(r.admissible_actions)
-        prompts.append(core.prompt(r, skill, mt)[0])
-        params.append(GenParams(temperature=0.0, max_tokens=mt, choices=r.admissible_actions))
+        p = turn_params(gen, r.admissible_actions, cfg.env.constrained_actions, r.seed)
+        p.max_tokens = core._max_tokens(p.choices)
+        prompts.append(core.prompt(r, skill, p.max_tokens)[0])
+        params.append(p)
     res: dict = {}
     lat, actions = [], []
     t_all = time.perf_counter()
@@ -111,13 +113,6 @@ def direct(cfg, model: str, lib_dir: str, bodies: list[dict], conc: int) -> tupl
     res["engine_batched"] = stats(lat, time.perf_counter() - t_all)
     lat = []
     t_all = time.perf_counter()
-    for p, gp in list(zip(prompts, params))[:8]:
-        t0 = time.perf_counter()
-        core.engine.generate([p], [gp])
-        lat.append(time.perf_counter() - t0)
-    res["engine_api_seq"] = stats(lat, time.perf_counter() - t_all)
-    lat = []
-    t_all = time.perf_counter()
     for r in reqs:
         t0 = time.perf_counter()
         core.act_batch([r])
@@ -133,12 +128,11 @@ def served(cfg, model: str, lib_dir: str, bodies: list[dict], conc: int) -> tupl
     import ray
     from ray import serve
 
-    from cluster.placement import actor_env
+    from cluster.placement import init_ray
     from cluster.serving.app import start
     from cluster.serving.cli import post_json
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": actor_env(cfg)})  # fmt: skip
+    init_ray(cfg)  # loopback-only local Ray with the actors' environment, as `evorl serve` starts it
     res: dict = {}
     try:
         t0 = time.perf_counter()
@@ -200,7 +194,7 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cfg = load_config(None, [f"serve.port={port}", f"serve.max_batch_size={args.concurrency}",
-                             "engine.enable_prefix_caching=false"])  # fmt: skip
+                             "engine.enable_prefix_caching=false", "cluster.include_dashboard=false"])  # fmt: skip
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         games, lib = f"{tmp}/games", f"{tmp}/library"
@@ -234,9 +228,8 @@ def main() -> None:
     }
     out = Path(args.out)
     write_atomic(out.with_suffix(".json"), json.dumps(result, indent=1) + "\n")
-    rows = [("vLLM generate, 1 at a time (baseline)", "engine_seq"),
-            (f"vLLM generate, batches of {args.concurrency}", "engine_batched"),
-            ("Engine API (+ behaviour logprobs), 1 at a time, 8 requests", "engine_api_seq"),
+    rows = [("engine generate, 1 at a time (baseline)", "engine_seq"),
+            (f"engine generate, batches of {args.concurrency}", "engine_batched"),
             ("AgentCore in-process, 1 at a time", "core_seq"), ("served /act, 1 client", "served_seq"),
             (f"served /act, {args.concurrency} clients", "served_concurrent")]  # fmt: skip
     md = [f"# Serve latency ({result['date']}, {result['machine']})", "",

@@ -1,9 +1,11 @@
 """Valid-skill rate of the extractor with and without structured (JSON-schema) decoding, real vLLM engine.
 
 Same prompts, same seeds, same sampling settings (config defaults: temperature 1.0, 512 tokens);
-the only difference is `GenParams.json_schema`. The unconstrained run is the baseline.
+the only difference is `GenParams.json_schema` (`skills.constrained_json`). The unconstrained run is
+the baseline. Both are scored as the trainer scores extractor candidates (skills/parse.py
+`score_candidates`, under `--schema`: the config default "paper", or "strict").
 
-    .venv/bin/python benchmarks/skills_format_rate.py [--n 8] [--out benchmarks/results/skills_format_rate.json]
+    .venv/bin/python benchmarks/skills_format_rate.py [--n 8] [--schema paper] [--out benchmarks/results/skills_format_rate.json]
 """
 
 from __future__ import annotations
@@ -26,9 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cluster.core.config import EngineConfig, SkillsConfig  # noqa: E402
 from cluster.core.records import EpisodeResult, TaskSpec  # noqa: E402
-from skills.extractor import extractor_gen_params, extractor_messages, format_scores  # noqa: E402
+from cluster.core.text import encode_messages  # noqa: E402
+from skills.extractor import extractor_gen_params, extractor_messages  # noqa: E402
+from skills.parse import score_candidates  # noqa: E402
 
-# ALFWorld-style transcripts in the episode loop's format (Task / Observation / "> action" / Outcome).
+# ALFWorld-style transcripts in the episode loop's format (actors/episode.py: Task / Observation /
+# "> action" / Outcome).
 ROOM = (
     "You are in the middle of a room. Looking quickly around you, you see a cabinet 1, a countertop 1, "
     "a fridge 1, a microwave 1, a sinkbasin 1, and a stoveburner 1."
@@ -100,18 +105,16 @@ def episodes() -> list[EpisodeResult]:
         lines += [f"> {a}\n{o}" for a, o in steps]
         lines.append(f"Outcome: {'WON' if won else 'lost'} after {len(steps)} steps")
         task = TaskSpec(f"bench-{i}", "alfworld", ttype, text, "n/a")
-        out.append(
-            EpisodeResult(f"bench-{i}", task, "solver", won, float(won), len(steps), text="\n".join(lines))
-        )
+        out.append(EpisodeResult(f"bench-{i}", task, won, float(won), len(steps), text="\n".join(lines)))
     return out
 
 
-def run(engine, prompts: list[list[int]], params, max_skill_chars: int) -> dict:
+def run(engine, prompts: list[list[int]], params, max_skill_chars: int, schema: str) -> dict:
     t0 = time.perf_counter()
     outs = engine.generate(prompts, params)
     wall = time.perf_counter() - t0
     gens = [g for per in outs for g in per]
-    results = format_scores([g.text for g in gens], max_skill_chars)
+    results = score_candidates([g.text for g in gens], max_chars=max_skill_chars, schema=schema)
     reasons = collections.Counter(r.category or "ok" for r in results)
     valid = sum(r.ok for r in results)
     return {
@@ -132,14 +135,14 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=8, help="candidates per trajectory (paper N=8)")
     ap.add_argument("--max-tokens", type=int, default=SkillsConfig().extractor_max_tokens)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--schema", default=SkillsConfig().schema, choices=["paper", "strict"])
     ap.add_argument("--out", default="benchmarks/results/skills_format_rate.json")
     args = ap.parse_args()
 
     from actors.engine import VLLMEngine
-    from actors.prompts import encode_messages
     from cluster.core.model_store import resolve_model
 
-    cfg = SkillsConfig(n_candidates=args.n, extractor_max_tokens=args.max_tokens)
+    cfg = SkillsConfig(n_candidates=args.n, extractor_max_tokens=args.max_tokens, schema=args.schema)
     t0 = time.perf_counter()
     engine = VLLMEngine(
         resolve_model("embedded"), EngineConfig(kv_cache_gib=1.0), seed=args.seed, max_model_len=2048
@@ -149,8 +152,8 @@ def main() -> int:
     prompts = [encode_messages(engine.tokenizer, extractor_messages(ep, max_chars=3000)) for ep in eps]
     base = extractor_gen_params(replace(cfg, constrained_json=False), seed=args.seed)
     constrained = extractor_gen_params(replace(cfg, constrained_json=True), seed=args.seed)
-    res_free = run(engine, prompts, base, cfg.max_skill_chars)
-    res_json = run(engine, prompts, constrained, cfg.max_skill_chars)
+    res_free = run(engine, prompts, base, cfg.max_skill_chars, cfg.schema)
+    res_json = run(engine, prompts, constrained, cfg.max_skill_chars, cfg.schema)
     report = {
         "what": "extractor valid-skill rate, unconstrained (baseline) vs JSON-schema structured decoding",
         "date": datetime.date.today().isoformat(),
@@ -162,6 +165,7 @@ def main() -> int:
             "temperature": cfg.extractor_temperature,
             "max_tokens": cfg.extractor_max_tokens,
             "seed": args.seed,
+            "schema": cfg.schema,
             "prompt_tokens": [len(p) for p in prompts],
         },
         "engine_start_s": round(start_s, 1),

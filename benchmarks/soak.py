@@ -3,7 +3,8 @@
 Runs `evorl train` twice with the same config: undisturbed, then with a killer that SIGKILLs a random
 `ray::RolloutWorker` process of that run (only descendants of the run's own driver) every
 `--kill-every` seconds (+-50% jitter). The disturbed run must finish the same number of iterations,
-with the kills counted in metrics.jsonl as rollout/restarts. Writes <out>.json and <out>.md.
+with the kills counted in metrics.jsonl as <pool>/restarts (rollout/restarts; skill-eval/restarts
+when skills.num_eval_workers > 0). Writes <out>.json and <out>.md.
 
     .venv/bin/python benchmarks/soak.py --iterations 3 --kill-every 120 --out benchmarks/results/soak
 """
@@ -108,7 +109,8 @@ def run(name: str, run_dir: Path, games: Path, iterations: int, kill_every: floa
     summary = (
         json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
     )
-    restarts = max((r.get("rollout/restarts", 0) for r in rows), default=0)
+    # workers replaced, summed over the pools (<prefix>/restarts: rollout, and skill-eval when it has its own)
+    restarts = max((sum(v for k, v in r.items() if k.endswith("/restarts")) for r in rows), default=0)
     return {
         "name": name,
         "returncode": rc,

@@ -22,17 +22,16 @@ BEGIN = "<!-- BEGIN GENERATED: benchmarks/write_tables.py -->"
 END = "<!-- END GENERATED -->"
 ORDER = (
     "learning/learning.md",
-    "learning_solver_sft/learning.md",
+    "iteration_cost.md",
+    "quickstart.md",
     "iteration_breakdown.md",
-    "trl_grpo.md",
-    "mind2web_model.md",
-    "mind2web_learning.md",
-    "rollout_throughput.md",
-    "rollout_scaling.md",
+    "rollout_constrained.md",
     "learner_step.md",
+    "weight_sync.md",
+    "trl_multiturn.md",
+    "faults.md",
     "alfworld_env.md",
     "mind2web_loader.md",
-    "serve_latency.md",
 )
 
 
@@ -44,104 +43,78 @@ def _day(d: dict) -> str:
     return str(d.get("date", "?"))[:10]
 
 
+def _ci(t) -> str:
+    return f"{t[0]:.3f} [{t[1]:.3f}, {t[2]:.3f}]"
+
+
 def _learning() -> list[str]:
     d = _load("learning/learning.json")
-    ev = d["eval"]
-
-    def cell(name: str, group: str = "trained_success") -> str:
-        w, n, lo, hi = ev[name][group]
-        return f"{w}/{n} [{lo:.2f}, {hi:.2f}]"
-
-    rows = []
-    if "untrained" in ev and "sft" in ev:
-        rows.append(
-            f"| ALFWorld easy, trained types, greedy (Wilson 95%), both-roles start | SFT start {cell('sft')} | "
-            f"untrained {cell('untrained')} | see docs | {_day(d['meta'])} |"
-        )
-    pooled = sorted(k for k in ev if k.endswith("seeds pooled"))  # one row per mode when several seeds
-    for name in pooled or sorted(k for k in ev if k.startswith("after ")):
-        rows.append(
-            f"| {name}: trained / held-out | {cell(name)} / {cell(name, 'heldout_success')} | "
-            f"SFT start {cell('sft')} / {cell('sft', 'heldout_success')} | see docs | {_day(d['meta'])} |"
-        )
+    day, rows = _day(d["machine"]), []
+    for label, name in (("start_teacher", "teacher card"), ("start_online", "own extracted skill")):
+        g = d["gonogo"].get(label, {}).get("trained")
+        if g:
+            rows.append(f"| go/no-go, start model + {name}, trained types (paired) | {g['with_skill']}/{g['games']} | "
+                        f"no skill {g['no_skill']}/{g['games']} | {g['diff']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}], "
+                        f"McNemar p {g['mcnemar_p']:.2f} | {day} |")  # fmt: skip
+    modes = d.get("modes", {})
+    for mode in ("evolving", "grpo"):
+        if mode in modes and "start" in modes:
+            w, s0 = modes[mode]["with_skill"], modes["start"]["with_skill"]
+            rows.append(f"| {mode}, {len(d['seeds'])} seeds, online protocol: trained / held-out | {_ci(w['trained'])} / "
+                        f"{_ci(w['heldout'])} | start {_ci(s0['trained'])} / {_ci(s0['heldout'])} | see docs | {day} |")  # fmt: skip
     return rows
 
 
+def _target(name: str, key: str, measure: str, ours: str, base: str, fmt: str = "{:.2f}") -> list[str]:
+    d = _load(f"{name}.json")
+    v = d[key]
+    met = "met" if d.get("target_met") else "MISSED"
+    return [f"| {measure} | {ours.format(**d)} | {base.format(**d)} | **{fmt.format(v)}** (target {d['target']}: {met}) | "
+            f"{_day(d['machine'])} |"]  # fmt: skip
+
+
+def _iteration_cost() -> list[str]:
+    d = _load("iteration_cost.json")
+    s = d["s_per_sample"]
+    met = "met" if d["target_met"] else "MISSED"
+    return [f"| training iteration, s per trained sample | {s['current']:.2f} | legacy path {s['legacy']:.2f} | "
+            f"**{d['speedup']:.2f}x** (target >= 3: {met}); tokens processed per trained token "
+            f"{d['processed_per_trained_drop']:.2f}x fewer | {_day(d['machine'])} |"]  # fmt: skip
+
+
+def _quickstart() -> list[str]:
+    d = _load("quickstart.json")
+    met = "met" if d["target_met"] else "MISSED"
+    return [f"| quickstart wall time (3 iterations, every stage) | {d['wall_s']:.0f} s | target 600 s | "
+            f"(target <= 600 s: {met}) | {_day(d['machine'])} |"]  # fmt: skip
+
+
 def _trl() -> list[str]:
-    d = _load("trl_grpo.json")
-    return [
-        f"| GRPO step samples/s, {d['prompts']}x{d['group']} samples | ours {d['ours']['samples_per_s']:.3f} | "
-        f"TRL GRPOTrainer {d['trl']['samples_per_s']:.3f} | **{d['ratio_samples_per_s']:.2f}x** (target 2x) | {_day(d)} |"
-    ]
+    d = _load("trl_multiturn.json")
+    return [f"| multi-turn ALFWorld GRPO step, samples/s | ours {d['ours_samples_per_s']:.3f} | TRL GRPOTrainer "
+            f"{d['trl_samples_per_s']:.3f} | **{d['ratio']:.2f}x** | {_day(d['machine'])} |"]  # fmt: skip
 
 
-def _rollout() -> list[str]:
-    d = _load("rollout_throughput.json")
-    return [
-        f"| rollout pool tokens/s | {d['pool']['tokens_per_s']:.1f} | bare vLLM {d['bare_vllm']['tokens_per_s']:.1f} | "
-        f"{d['pool_vs_bare_tokens_per_s']:.2f}x | {_day(d)} |"
-    ]
-
-
-def _scaling() -> list[str]:
-    d = _load("rollout_scaling.json")
-    e = d["episodes_per_s"]
-    return [
-        f"| rollout episodes/s, 2 workers | {e['2']:.3f} | 1 worker {e['1']:.3f} | {d['ratio_2_vs_1']:.2f}x | {_day(d)} |"
-    ]
-
-
-def _learner() -> list[str]:
-    d = _load("learner_step.json")
-    b = d["broadcast"]
-    return [
-        f"| learner step (s) | DeepSpeed {d['learner_step_s']:.2f} | bare torch {d['bare_torch_step_s']:.2f} | "
-        f"{d['step_ratio']:.2f}x | {_day(d)} |",
-        f"| weight broadcast (s, {b['bytes'] / 2**20:.0f} MiB) | {b['learner_to_engine_s']:.2f} | bare copy "
-        f"{b['bare_copy_s']:.2f} | {b['ratio_vs_bare_copy']:.1f}x | {_day(d)} |",
-    ]
-
-
-def _envpool() -> list[str]:
-    d = _load("alfworld_env.json")
-    p = {x["actors"]: x["steps_per_s"] for x in d["pool"]}
-    return [
-        f"| env pool steps/s, 2 actors | {p[2]:.1f} | 1 actor {p[1]:.1f} | {p[2] / p[1]:.2f}x | {_day(d)} |"
-    ]
-
-
-def _mind2web() -> list[str]:
-    d = _load("mind2web_model.json")
-    r = d["results"]["test_task"]
-    m, rnd = r["model"], r["random"]
-    return [
-        f"| Mind2Web sample test_task, untrained: element acc / step SR | {m['element_acc']:.2f} / {m['step_sr']:.2f} | "
-        f"random {rnd['element_acc']:.2f} / {rnd['step_sr']:.2f} | - | {_day(d)} |"
-    ]
-
-
-def _mind2web_learning() -> list[str]:
-    d = _load("mind2web_learning.json")
-    ev, day = d["eval"]["test_task"], max(_day(v) for v in d["scored"].values())
-    return [
-        f"| Mind2Web sample test_task, after {name}: element acc / step SR | "
-        f"{r['element_acc']:.2f} / {r['step_sr']:.2f} | untrained {ev['untrained']['element_acc']:.2f} / "
-        f"{ev['untrained']['step_sr']:.2f} | - | {day} |"
-        for name, r in ev.items()
-        if name.startswith(("grpo", "evolving"))
-    ]
+def _faults() -> list[str]:
+    d = _load("faults.json")
+    return [f"| fault probe: scenarios passing | {d['passed']}/{d['total']} | - | - | {_day(d['machine'])} |"]
 
 
 HEADLINES: tuple[tuple[str, Callable[[], list[str]]], ...] = (
     ("learning", _learning),
+    ("iteration cost", _iteration_cost),
+    ("quickstart", _quickstart),
+    ("generation share", lambda: _target("iteration_breakdown", "generation_share",
+                                         "generation share of a trained iteration", "{generation_share:.2f}", "-")),
+    ("rollout", lambda: _target("rollout_constrained", "ratio", "rollout pool generation, tokens/s",
+                                "{tokens_per_s[pool]:.1f}", "bare constrained vLLM {tokens_per_s[bare]:.1f}")),
+    ("learner", lambda: _target("learner_step", "ratio", "learner step (s), like for like",
+                                "{step_s[learner]:.1f}", "bare torch {step_s[bare]:.1f}")),
+    ("weight sync", lambda: _target("weight_sync", "ratio", "weight push (s) into the engines",
+                                    "{push_s:.2f}", "one copy + bare engine reload {floor_s:.2f}")),
     ("trl", _trl),
-    ("rollout", _rollout),
-    ("scaling", _scaling),
-    ("learner", _learner),
-    ("env pool", _envpool),
-    ("mind2web", _mind2web),
-    ("mind2web learning", _mind2web_learning),
-)
+    ("faults", _faults),
+)  # fmt: skip
 
 
 def splice(text: str, block: str, where: str) -> str:

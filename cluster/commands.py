@@ -22,6 +22,9 @@ def add_commands(sub: argparse._SubParsersAction, data_sub: argparse._SubParsers
         "--resume", action="store_true", help="continue the run folder's newest complete checkpoint"
     )
     p.add_argument("--overwrite", action="store_true", help="start over in a run folder that holds a run")
+    p.add_argument(
+        "--print-config", action="store_true", help="validate and print the resolved config, then exit"
+    )
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.iterations=3")
     p.set_defaults(func=cmd_train)
 
@@ -31,8 +34,9 @@ def add_commands(sub: argparse._SubParsersAction, data_sub: argparse._SubParsers
     p.add_argument("--config", required=True)
     p.add_argument("--checkpoint", default="",
                    help="HF model folder, checkpoint (iter-N), checkpoints root or run folder; default: model.path")  # fmt: skip
-    p.add_argument("--protocol", choices=("online", "library", "none"), default="online",
+    p.add_argument("--protocol", choices=("online", "teacher", "library", "none"), default="online",
                    help="online: the paper's (retrieve a training task, play it, extract, play with the skill); "
+                        "teacher: a rule-written skill from the retrieved task's planner solution; "
                         "library: skills from --skills; none: no skill")  # fmt: skip
     p.add_argument(
         "--skills", default="", help="skill library folder for --protocol library (the transfer experiment)"
@@ -44,7 +48,8 @@ def add_commands(sub: argparse._SubParsersAction, data_sub: argparse._SubParsers
         help="comma-separated library statuses to retrieve from (accepted, candidate); default accepted: "
         "'accepted,candidate' gives the extractor's ungated skills too, for runs too short for the gate",
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--out", default="", help="also write the result as JSON to this file (atomically)")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=cmd_eval)
 
@@ -116,6 +121,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cluster.run import train
 
     cfg = load_config(args.config, args.overrides)
+    if args.print_config:
+        from cluster.core.config import dump_config
+
+        print(dump_config(cfg), end="")
+        return 0
     return train(cfg, resume=args.resume, overwrite=args.overwrite)
 
 
@@ -125,7 +135,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     return evaluate_only(cfg, checkpoint=args.checkpoint, skills=args.skills, protocol=args.protocol,
-                         as_json=args.json, statuses=args.skill_status)  # fmt: skip
+                         as_json=args.json, statuses=args.skill_status, out=args.out)  # fmt: skip
 
 
 def cmd_plot(args: argparse.Namespace) -> int:

@@ -6,6 +6,9 @@
   evaluation each retrieved training task is played and extracted once (cached).
 - library: the run's gated skill library (accepted skills; `statuses` widens it), top-k retrieved
   per eval task, the path that goes beyond the paper.
+- teacher: as online, but the skill is a teacher's (skills/teacher.py), written by rule from the
+  retrieved training task's planner solution: what a perfect extractor could give (the go / no-go
+  check of whether the skill channel can help a model at all).
 - none: no skill.
 Reported per split: success per arm (no_skill, with_skill) overall, per task type, trained and
 held-out types; the paired table (both / with only / no-skill only / neither) and McNemar's exact p.
@@ -25,7 +28,7 @@ from cluster.core.generation import GenParams
 from cluster.core.records import EpisodeJob, EpisodeResult, SkillRef, TaskSpec
 
 log = logging.getLogger("evorl.eval")
-PROTOCOLS = ("online", "library", "none")
+PROTOCOLS = ("online", "teacher", "library", "none")
 
 
 def mcnemar_p(with_only: int, without_only: int) -> float:
@@ -64,14 +67,20 @@ class Evaluator:
     def __post_init__(self) -> None:
         r = self.cfg.rollout
         self.gen = GenParams(temperature=r.eval_temperature, top_p=1.0, max_tokens=r.max_new_tokens)
+        self.episodes: list[dict] = []  # per game and arm, for paired analyses (bootstrap over games)
 
     def run(self, protocol: str, splits: list[str] | None = None) -> dict[str, float]:
         if protocol not in PROTOCOLS:
             raise ValueError(f"eval protocol {protocol!r}: expected one of {PROTOCOLS}")
         stats: dict[str, float] = {}
+        self.episodes = []
         for split in splits if splits is not None else self.cfg.env.eval_splits:
             tasks = sample_eval_tasks(self.cfg, split)
-            skills = {"online": self.online_skills, "library": self.library_skills}.get(protocol)
+            skills = {
+                "online": self.online_skills,
+                "teacher": self.teacher_skills,
+                "library": self.library_skills,
+            }.get(protocol)
             refs = skills(tasks, stats, split) if skills else [None] * len(tasks)
             paired = [t for t, r in zip(tasks, refs) if r is not None]
             jobs = [EpisodeJob(t) for t in tasks] + [
@@ -80,12 +89,14 @@ class Evaluator:
             episodes = self.pool.play(jobs, self.gen)
             without, with_ = episodes[: len(tasks)], episodes[len(tasks) :]
             stats |= self.arm_stats(f"eval/{split}/no_skill", without)
+            self.episodes += [_record(split, "no_skill", e) for e in without]
             if protocol != "none":
                 # a task whose source gave no skill plays without one: its no-skill episode stands in
                 by_id = dict(zip([t.task_id for t in paired], with_))
                 arm = [by_id.get(t.task_id, w) for t, w in zip(tasks, without)]
                 stats |= self.arm_stats(f"eval/{split}/with_skill", arm)
                 stats |= paired_stats(f"eval/{split}", arm, without)
+                self.episodes += [_record(split, "with_skill", e) for e in arm]
         stats["eval/protocol_" + protocol] = 1.0
         return stats
 
@@ -118,6 +129,27 @@ class Evaluator:
         stats[f"eval/{split}/sources"] = float(len(uniq))
         return [skill_of.get(source_of[t.task_id].task_id) for t in tasks]
 
+    def teacher_skills(self, tasks: list[TaskSpec], stats: dict, split: str) -> list[SkillRef | None]:
+        """The retrieved training task's planner solution, summarised by skills.teacher."""
+        from envs import walkthrough
+        from skills.schema import render_card
+        from skills.teacher import planner_skill
+
+        if self.source_index is None:
+            raise ValueError("teacher evaluation needs a source index over the training split")
+        out = []
+        for t in tasks:
+            src = self.source_index.similar(t, 1, exclude_self=True)[0]
+            actions = walkthrough(src)
+            skill = planner_skill(src.task_type, src.text, actions) if actions else None
+            out.append(
+                SkillRef(skill.skill_id, render_card(skill, self.cfg.skills.max_skill_chars))
+                if skill
+                else None
+            )
+        stats[f"eval/{split}/skills_parsed"] = sum(r is not None for r in out) / max(len(out), 1)
+        return out
+
     def library_skills(self, tasks: list[TaskSpec], stats: dict, split: str) -> list[SkillRef | None]:
         from skills.retrieval import SkillIndex
         from skills.schema import render_card
@@ -131,7 +163,10 @@ class Evaluator:
         for t in tasks:
             top = index.top_k(t, self.cfg.skills.library_top_k)
             out.append(
-                SkillRef("+".join(e.skill_id for e in top), "\n\n".join(render_card(e.skill) for e in top))
+                SkillRef(
+                    "+".join(e.skill_id for e in top),
+                    "\n\n".join(render_card(e.skill, self.cfg.skills.max_skill_chars) for e in top),
+                )
             )
         return out
 
@@ -150,10 +185,22 @@ class Evaluator:
             wins = [w for tt in types_ for w in by_type[tt]]
             if wins:
                 out[f"{prefix}/{name}"] = sum(wins) / len(wins)
+        scores = [ep.info["episode_score"] for ep in episodes if "episode_score" in ep.info]
+        if scores:  # Mind2Web: element accuracy, operation F1, step and task success, micro and macro
+            from envs.mind2web.metrics import aggregate
+
+            out |= {
+                f"{prefix}/{k}": float(v) for k, v in aggregate(scores).items() if isinstance(v, int | float)
+            }
         out[f"{prefix}/episodes"] = float(len(episodes))
         out[f"{prefix}/failed"] = float(sum(e.failed for e in episodes))
         out[f"{prefix}/return"] = sum(e.reward for e in episodes) / max(len(episodes), 1)
         return out
+
+
+def _record(split: str, arm: str, ep: EpisodeResult) -> dict:
+    return {"split": split, "arm": arm, "task_id": ep.task.task_id, "task_type": ep.task.task_type,
+            "won": bool(ep.won and not ep.failed), "failed": ep.failed, "steps": ep.steps, "skill_id": ep.skill_id}  # fmt: skip
 
 
 def paired_stats(

@@ -9,7 +9,8 @@ from cluster.core.config import Config
 
 log = logging.getLogger("evorl.placement")
 
-# Environment every actor needs: offline hubs, in-process vLLM on CPU, caches in known folders.
+# Environment every actor needs: in-process vLLM on CPU, caches in known folders, the hubs offline
+# when every model is local (a hub id is downloaded by the node that loads it).
 ACTOR_ENV_KEYS = (
     "EVORL_CACHE",
     "EVORL_MODEL_DIR",
@@ -20,24 +21,62 @@ ACTOR_ENV_KEYS = (
     "TORCH_EXTENSIONS_DIR",
     "ALFWORLD_DATA",
 )
+OFFLINE_KEYS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def is_local_model(path: str) -> bool:
+    """model.path names files, not a hub id: "embedded", an existing folder, or a path spelled as one
+    (absolute, ./, ../, ~: a shared mount the driver may not see)."""
+    from cluster.core.model_store import EMBEDDED
+
+    return (
+        path == EMBEDDED
+        or path.startswith(("/", "./", "../", "~"))
+        or os.path.isdir(os.path.expanduser(path))
+    )
+
+
+def _job_env_vars() -> dict[str, str]:
+    """env_vars of the Ray job this driver runs in (`ray job submit --runtime-env`), else {}."""
+    import json
+
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not raw:
+        return {}
+    try:
+        env = (json.loads(raw).get("runtime_env") or {}).get("env_vars") or {}
+    except (ValueError, AttributeError):
+        return {}
+    return {str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {}
 
 
 def actor_env(cfg: Config) -> dict[str, str]:
+    """The env_vars every actor gets. HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE: as this process has them
+    if set, else "1" only when model.path is local (a hub id downloads). Keys the Ray job's own
+    runtime env sets are left to it: Ray refuses a driver runtime env that repeats one of them, and
+    the actors inherit the job's values anyway."""
     from cluster.core.model_store import project_cache
 
     cache = str(project_cache())
     env = {
         "EVORL_CACHE": cache,
-        "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
-        "TRANSFORMERS_OFFLINE": os.environ.get("TRANSFORMERS_OFFLINE", "1"),
         "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
         "VLLM_CPU_KVCACHE_SPACE": str(max(1, int(cfg.engine.kv_cache_gib))),
         "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", f"{cache}/torch_extensions"),
         "ALFWORLD_DATA": os.environ.get("ALFWORLD_DATA", f"{cache}/alfworld"),
     }
+    if is_local_model(cfg.model.path):
+        env.update({k: "1" for k in OFFLINE_KEYS})
     for k in ACTOR_ENV_KEYS:
         if k in os.environ:
-            env.setdefault(k, os.environ[k])
+            env[k] = os.environ[k] if k in OFFLINE_KEYS else env.get(k, os.environ[k])
+    job = _job_env_vars()
+    for k in set(env) & set(job):
+        if env[k] != job[k]:
+            log.warning(
+                "%s: the Ray job's runtime env sets %r; actors use it instead of %r", k, job[k], env[k]
+            )
+        del env[k]
     return env
 
 
@@ -87,9 +126,13 @@ def init_ray(cfg: Config) -> None:
     if ray.is_initialized():
         return
     c = cfg.cluster
-    kwargs: dict = {"runtime_env": {"env_vars": actor_env(cfg)}, "log_to_driver": True}
+    # actors' own log lines reach the console only with -v (EVORL_VERBOSE=1); the dashboard has them all
+    kwargs: dict = {"runtime_env": {"env_vars": actor_env(cfg)},
+                    "log_to_driver": os.environ.get("EVORL_VERBOSE") == "1"}  # fmt: skip
     if c.address:
         ray.init(address=c.address, **kwargs)
+    elif os.environ.get("RAY_ADDRESS"):  # a `ray job submit` driver: join the job's cluster as it is
+        ray.init(**kwargs)
     else:
         if c.dashboard_host in LOOPBACK:
             local_node_on_loopback()

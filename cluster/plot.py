@@ -7,9 +7,15 @@ from pathlib import Path
 from cluster.metrics import read_metrics
 
 PANELS = {
-    "success": ("source/success", "downstream/success", "eval/valid_seen/success"),
+    "success": (
+        "source/success",
+        "downstream/success",
+        "baseline/success",
+        "eval/valid_seen/with_skill/success",
+        "eval/valid_seen/no_skill/success",
+    ),
     "skills": ("skills/parse_failure_rate", "skills/mean_candidate_win_rate"),
-    "learner": ("learner/loss", "learner/kl", "learner/logprob_gap"),
+    "learner": ("learner/loss", "learner/kl", "learner/logprob_gap_mean"),
     "time": ("iteration_s", "time/source", "time/extract", "time/downstream", "time/learn"),
 }
 

@@ -12,14 +12,16 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 
 from cluster import placement
-from cluster.checkpoint import CheckpointManager
+from cluster.checkpoint import CheckpointManager, checkpoint_name
 from cluster.core.config import Config, ConfigError, dump_config
 from cluster.core.storage import atomic_write_bytes, write_json_plain
 from cluster.data import ensure_data
 from cluster.metrics import Metrics
+from cluster.progress import Progress
 from cluster.trainer import Trainer, library_summary
 
 log = logging.getLogger("evorl.run")
@@ -62,8 +64,6 @@ def prepare_run_dir(cfg: Config, resume: bool, overwrite: bool) -> tuple[Path, t
 
 
 def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> int:
-    from tqdm import tqdm
-
     from cluster.factory import build_evaluator, build_parts
 
     run_dir, found = prepare_run_dir(cfg, resume, overwrite)
@@ -72,6 +72,7 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> int:
     ensure_data(cfg)
     parts = build_parts(cfg, run_dir)
     trainer = Trainer(cfg, parts, run_dir)
+    trainer.progress = console = Progress()
     ckpt = CheckpointManager(run_dir / "checkpoints", cfg.learner.keep_checkpoints)
     evaluator = build_evaluator(cfg, parts.rollout, parts.tokenizer, parts.library, parts.embedder)
     resumed_from = None
@@ -91,8 +92,14 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> int:
     metrics = Metrics.from_config(cfg, run_dir, resumed_at=resumed_from)
     timers: dict[str, float] = {}
     try:
-        bar = tqdm(total=cfg.trainer.iterations, initial=trainer.iteration, desc="iterations", unit="it")
+        started, budget = time.monotonic(), cfg.trainer.time_budget_s
         while trainer.iteration < cfg.trainer.iterations:
+            if budget and time.monotonic() - started > budget:
+                log.info("trainer.time_budget_s=%g spent after %d iterations", budget, trainer.iteration)
+                break
+            trainer.prefetch = (
+                trainer.iteration + 1 < cfg.trainer.iterations
+            )  # trainer.overlap: not past the end
             stats = trainer.step()
             for k, v in stats.items():
                 if k.startswith("time/"):
@@ -101,14 +108,11 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> int:
             if e and trainer.iteration % e == 0:
                 stats |= evaluator.run(cfg.trainer.eval_protocol)
             metrics.log(trainer.iteration, stats)
-            if (
-                trainer.iteration % cfg.trainer.checkpoint_every == 0
-                or trainer.iteration == cfg.trainer.iterations
-            ):
+            console.summary(trainer.iteration, cfg.trainer.iterations, stats)
+            if trainer.iteration % cfg.trainer.checkpoint_every == 0:
                 ckpt.save(trainer.iteration, parts.learners, trainer.state())
-            bar.update(1)
-            bar.set_postfix(src=f"{stats.get('source/success', 0):.2f}", v=trainer.policy_version)
-        bar.close()
+        if trainer.iteration and not (ckpt.root / checkpoint_name(trainer.iteration)).is_dir():
+            ckpt.save(trainer.iteration, parts.learners, trainer.state())  # the last iteration is always kept
         final = evaluator.run(cfg.trainer.eval_protocol) if cfg.env.eval_splits else {}
         metrics.log(trainer.iteration, final)
         summary = {
@@ -119,6 +123,8 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> int:
                 f"{p.prefix}-{i}": v for p in parts.pools for i, v in enumerate(p.versions())
             },
             "resumed_from_iteration": resumed_from,
+            "train_wall_s": time.monotonic() - started,
+            "stopped_by_time_budget": trainer.iteration < cfg.trainer.iterations,
             "library": library_summary(parts.library),
             "final_eval": final,
             "time_per_stage_s": timers,
@@ -126,6 +132,7 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> int:
         write_json_plain(run_dir / "summary.json", summary)
         print_summary(trainer, final, summary, run_dir)
     finally:
+        trainer.close()
         metrics.close()
         for pool in parts.pools:
             pool.shutdown()
@@ -153,8 +160,11 @@ def evaluate_only(
     protocol: str = "online",
     as_json: bool = False,
     statuses: tuple[str, ...] = ("accepted",),
+    out: str = "",
 ) -> int:
-    """`evorl eval`: any model (any checkpoint form, or the config's) under one protocol."""
+    """`evorl eval`: any model (any checkpoint form, or the config's) under one protocol, on either
+    benchmark (Mind2Web adds element accuracy, operation F1, step and task success; `env.replay:
+    teacher_forced` scores every step as Mind2Web's own evaluation does)."""
     from dataclasses import replace
 
     from transformers import AutoTokenizer
@@ -175,9 +185,13 @@ def evaluate_only(
     pool = RolloutPool(cfg, "rollout", cfg.rollout.num_workers)
     try:
         tok = AutoTokenizer.from_pretrained(resolve_model(cfg.model.path))
-        stats = build_evaluator(cfg, pool, tok, library, statuses=statuses).run(protocol)
+        evaluator = build_evaluator(cfg, pool, tok, library, statuses=statuses)
+        stats = evaluator.run(protocol)
     finally:
         pool.shutdown()
+    if out:
+        write_json_plain(out, {"model": cfg.model.path, "protocol": protocol, "skills": skills, "stats": stats,
+                               "episodes": evaluator.episodes})  # fmt: skip
     print(
         json.dumps(stats, indent=1)
         if as_json

@@ -60,7 +60,7 @@ def demo_traces(
         card = None
         if skill_cards > 0 and rng.random() < skill_cards:
             same = [k for k, r in enumerate(demos) if r["task_type"] == rec["task_type"] and k != n]
-            card = render_card(teacher[rng.choice(same) if same else n])
+            card = render_card(teacher[rng.choice(same) if same else n], cfg.skills.max_skill_chars)
         made = _solver_traces(rec, n, card, tokenizer, cfg, where)
         if extractor:
             made.append(_extractor_trace(rec, teacher[n], tokenizer, cfg))
@@ -238,15 +238,13 @@ def cmd_sft(args: argparse.Namespace) -> int:
     group = LearnerGroup(cfg)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    with open(out / "sft_metrics.jsonl", "a") as log_file:
-        for step, (epoch, chunk) in enumerate(
-            batches(traces, args.batch_traces, args.epochs, cfg.trainer.seed)
-        ):
-            m = group.sft(traces_to_table(chunk))
-            m.update(epoch=epoch, step=step)
-            log_file.write(json.dumps(m) + "\n")
-            log_file.flush()
-            print(f"[sft] epoch {epoch} step {step}: nll {m['nll']:.4f} ({m['step_time_s']:.1f}s)")
+    from cluster.core.storage import append_line
+
+    for step, (epoch, chunk) in enumerate(batches(traces, args.batch_traces, args.epochs, cfg.trainer.seed)):
+        m = group.sft(traces_to_table(chunk))
+        m.update(epoch=epoch, step=step)
+        append_line(out / "sft_metrics.jsonl", json.dumps(m))
+        print(f"[sft] epoch {epoch} step {step}: nll {m['nll']:.4f} ({m['step_time_s']:.1f}s)")
     path = save_model(group, out / "model")
     print(f"[sft] done in {time.perf_counter() - t0:.0f}s; model {path} (model.path for RL)")
     group.shutdown()

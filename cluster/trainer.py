@@ -10,6 +10,8 @@ stats      = learners.train(traces)                   # clipped PG + k3 KL + ent
 weight_sync.push(version)                             # every engine serves the new policy version
 library.update(groups)                                # gate: accept, merge, retire
 
+`trainer.overlap` collects iteration t+1 (stages 1-3) in a thread while the learner trains on t.
+
 The Trainer holds no actor-building code: its parts (pools, learners, weight sync, retriever, skill
 library) arrive as arguments (cluster/factory.py builds the real ones), so `step()` runs against
 fakes in tests/test_trainer_step.py. The run loop (cluster/run.py) owns checkpoints and metrics.
@@ -20,8 +22,10 @@ from __future__ import annotations
 import logging
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +60,16 @@ class TrainerParts:
         return [self.rollout] if self.skill_eval is self.rollout else [self.rollout, self.skill_eval]
 
 
+@dataclass
+class Batch:
+    """One iteration's sampled data: the traces to train on, the skill groups, their metrics."""
+
+    traces: list[Trace]
+    groups: list[SourceGroup]
+    stats: dict[str, float] = field(default_factory=dict)
+    times: dict[str, float] = field(default_factory=dict)
+
+
 class Trainer:
     def __init__(self, cfg: Config, parts: TrainerParts, run_dir: Path | None = None) -> None:
         self.cfg, self.parts, self.run_dir = cfg, parts, run_dir
@@ -73,44 +87,29 @@ class Trainer:
         self.policy_version = 0  # weight pushes so far: the version every engine serves
         self.iteration = 0
         self._times: dict[str, float] = {}
+        self.progress = None  # cluster.progress.Progress (the run loop's console), or None
+        self.prefetch = True  # with trainer.overlap: collect the next batch during this one (the run loop
+        # turns it off before the last iteration)
+        self._next: Batch | None = None  # the batch collected ahead (trainer.overlap)
+        self._sampler_before_next: dict | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     # ---- the algorithm -------------------------------------------------------------------------
     def step(self) -> dict[str, float]:
-        """One iteration; returns its metrics (per-stage seconds under time/)."""
+        """One iteration; returns its metrics (per-stage seconds under time/).
+
+        With `trainer.overlap` the next iteration's batch is collected (by the policy this one
+        trains from) while the learner trains: every batch after the first is one version stale,
+        and its importance ratio is against the engine's behaviour logprobs."""
         cfg, p = self.cfg, self.parts
-        self._times = {}
         t0 = time.perf_counter()
-        rng = random.Random(f"{cfg.trainer.seed}-{self.iteration}")
-        tasks = self.sampler.next(cfg.trainer.batch_size)
-        stats: dict[str, float] = {}
-        groups: list[SourceGroup] = []
-        if self.mode == "grpo":
-            n = cfg.trainer.grpo_samples
-            with self.timer("rollout"):
-                episodes = p.rollout.play([EpisodeJob(t) for t in tasks for _ in range(n)], self.solver_gen)
-            traces, adv = rewards.grpo_advantages(
-                [episodes[i : i + n] for i in range(0, len(episodes), n)],
-                self.per_step,
-                cfg.trainer.adv_std_ddof,
-            )
-            stats |= adv.as_metrics() | episode_stats("source", episodes)
+        if self._next is not None:
+            batch, self._next = self._next, None
         else:
-            with self.timer("source"):
-                src = p.rollout.play([EpisodeJob(t) for t in tasks], self.solver_gen)
-            stats |= episode_stats("source", src)
-            with self.timer("extract"):
-                groups = self.extract([e for e in src if not e.failed], seed=rng.randrange(2**31))
-            with self.timer("downstream"):
-                self.play_downstream(groups)
-            traces = []
-            if self.mode == "evolving":
-                traces, adv = rewards.evolving_advantages(groups, self.per_step, cfg.trainer.adv_std_ddof)
-                stats |= adv.as_metrics()
-            stats |= candidate_stats(groups)
-            stats |= episode_stats(
-                "baseline", [e for g in groups for e in g.baseline]
-            )  # same tasks, no skill
-        traces = self.current(traces, stats)
+            batch = self.collect(self.iteration)
+        self._times = dict(batch.times)
+        stats = dict(batch.stats)
+        traces = self.current(batch.traces, stats)
         self.save_trajectories(traces)
         if cfg.learner.skip_zero_advantage:
             kept = [t for t in traces if any(a != 0.0 for a in t.advantages)]
@@ -119,17 +118,25 @@ class Trainer:
         if not traces and self.mode in ("evolving", "grpo"):
             log.warning("iteration %d: no trainable trace (every group had equal rewards); the policy stays at "
                         "version %d", self.iteration, self.policy_version)  # fmt: skip
+        pending = None
+        if cfg.trainer.overlap and self.prefetch:
+            self._sampler_before_next = self.sampler.state()
+            pending = self._executor().submit(self.collect, self.iteration + 1)
         if traces:
             from cluster.core.records import traces_to_table
 
             with self.timer("learn"):
                 stats |= {f"learner/{k}": v for k, v in p.learners.train(traces_to_table(traces)).items()}
+        if pending is not None:  # the push must not land mid-generation
+            with self.timer("overlap_wait"):
+                self._next = pending.result()
+        if traces:
             with self.timer("broadcast"):
                 self.policy_version += 1
                 stats |= p.weight_sync.push(self.policy_version)
-        if groups:
+        if batch.groups:
             with self.timer("library"):
-                stats |= self.update_library(groups)
+                stats |= self.update_library(batch.groups)
         stats["policy_version"] = self.policy_version
         stats["traces"] = len(traces)
         stats |= {f"{pool.prefix}/restarts": pool.restarts for pool in p.pools}  # workers replaced so far
@@ -139,7 +146,46 @@ class Trainer:
         stats["iteration_s"] = time.perf_counter() - t0
         return stats | {f"time/{k}": v for k, v in self._times.items()}
 
-    def extract(self, src: list[EpisodeResult], seed: int) -> list[SourceGroup]:
+    def collect(self, iteration: int) -> Batch:
+        """Stages 1-3 and the advantages: the iteration's traces, sampled by the engines' policy."""
+        cfg, p = self.cfg, self.parts
+        times: dict[str, float] = {}
+        timer = partial(self.timer, into=times)
+        rng = random.Random(f"{cfg.trainer.seed}-{iteration}")
+        tasks = self.sampler.next(cfg.trainer.batch_size)
+        stats: dict[str, float] = {}
+        groups: list[SourceGroup] = []
+        traces: list[Trace] = []
+        if self.mode == "grpo":
+            n = cfg.trainer.grpo_samples
+            with timer("rollout"):
+                jobs = [EpisodeJob(t) for t in tasks for _ in range(n)]
+                episodes = p.rollout.play(jobs, self.solver_gen, progress=self._stage("rollout", iteration))
+            traces, adv = rewards.grpo_advantages(
+                [episodes[i : i + n] for i in range(0, len(episodes), n)],
+                self.per_step,
+                cfg.trainer.adv_std_ddof,
+            )
+            stats |= adv.as_metrics() | episode_stats("source", episodes)
+        else:
+            with timer("source"):
+                src = p.rollout.play([EpisodeJob(t) for t in tasks], self.solver_gen,
+                                     progress=self._stage("source", iteration))  # fmt: skip
+            stats |= episode_stats("source", src)
+            with timer("extract"):
+                groups = self.extract([e for e in src if not e.failed], rng.randrange(2**31), iteration)
+            with timer("downstream"):
+                self.play_downstream(groups, iteration)
+            if self.mode == "evolving":
+                traces, adv = rewards.evolving_advantages(groups, self.per_step, cfg.trainer.adv_std_ddof)
+                stats |= adv.as_metrics()
+            stats |= candidate_stats(groups)
+            stats |= episode_stats(
+                "baseline", [e for g in groups for e in g.baseline]
+            )  # same tasks, no skill
+        return Batch(traces, groups, stats, times)
+
+    def extract(self, src: list[EpisodeResult], seed: int, iteration: int | None = None) -> list[SourceGroup]:
         """N candidate skills per source trajectory, sampled from the extractor prompt."""
         from skills.extractor import extractor_gen_params, extractor_prompt
 
@@ -147,7 +193,7 @@ class Trainer:
         built = [extractor_prompt(p.tokenizer, ep, s.extractor_max_tokens, self.cfg.model.max_model_len)
                  for ep in src]  # fmt: skip
         gen = extractor_gen_params(s, seed=seed, logprobs=self.cfg.rollout.engine_logprobs)
-        outs = p.rollout.generate([ids for ids, _ in built], gen)
+        outs = p.rollout.generate([ids for ids, _ in built], gen, progress=self._stage("extract", iteration))
         return [SourceGroup(ep, [self._extraction(ep, j, prompt, cut, g) for j, g in enumerate(gens)])
                 for ep, (prompt, cut), gens in zip(src, built, outs)]  # fmt: skip
 
@@ -162,7 +208,7 @@ class Trainer:
                       skill_id=parsed.skill.skill_id if parsed.skill else "")  # fmt: skip
         return Extraction(xid, ep, trace, g.text, parsed.skill, parsed.reason, cut)
 
-    def play_downstream(self, groups: list[SourceGroup]) -> None:
+    def play_downstream(self, groups: list[SourceGroup], iteration: int | None = None) -> None:
         """Each candidate skill plays the K training tasks most similar to its source task (x repeats),
         and so do no-skill baselines (the library gate's "gain over no skill"; not trained on)."""
         s, p = self.cfg.skills, self.parts
@@ -177,7 +223,8 @@ class Trainer:
                 ref = ext.skill_ref(s.play_malformed, s.max_skill_chars)
                 if ref is not None:  # unplayed (no text at all): reward 0, as a malformed skill
                     jobs += [DownstreamJob(g, x, EpisodeJob(t, ref)) for t in reps]
-        episodes = p.skill_eval.play([j.job for j in jobs], self.solver_gen)
+        episodes = p.skill_eval.play([j.job for j in jobs], self.solver_gen,
+                                     progress=self._stage("downstream", iteration))  # fmt: skip
         for j, ep in zip(jobs, episodes):
             group = groups[j.group]
             (group.baseline if j.extraction is None else group.extractions[j.extraction].downstream).append(
@@ -185,9 +232,11 @@ class Trainer:
             )
 
     def current(self, traces: list[Trace], stats: dict[str, float]) -> list[Trace]:
-        """Traces sampled by the policy version the learner holds; any other (a worker that missed a
-        push) would be trained on as if it were current, so it is dropped and counted."""
-        kept = [t for t in traces if t.policy_version == self.policy_version]
+        """Traces sampled by the policy version the learner holds (or, with `trainer.overlap`, the one
+        before it); any other (a worker that missed a push) would be trained on as if it were current,
+        so it is dropped and counted."""
+        oldest = self.policy_version - (1 if self.cfg.trainer.overlap else 0)
+        kept = [t for t in traces if oldest <= t.policy_version <= self.policy_version]
         stats["learner/stale_traces_dropped"] = len(traces) - len(kept)
         if len(kept) < len(traces):
             log.warning("iteration %d: %d traces from other policy versions dropped (current %d)",
@@ -217,11 +266,34 @@ class Trainer:
         return {f"skills/library_{k}": v for k, v in library_summary(lib).items()}
 
     # ---- bookkeeping ---------------------------------------------------------------------------
+    def _stage(self, name: str, iteration: int | None = None):
+        if self.progress is None:
+            return None
+        self.progress.iteration = (self.iteration if iteration is None else iteration) + 1
+        return self.progress.stage(name)
+
     @contextmanager
-    def timer(self, stage: str):
+    def timer(self, stage: str, into: dict[str, float] | None = None):
+        times = self._times if into is None else into
         t0 = time.perf_counter()
         yield
-        self._times[stage] = self._times.get(stage, 0.0) + time.perf_counter() - t0
+        times[stage] = times.get(stage, 0.0) + time.perf_counter() - t0
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="evorl-collect")
+        return self._pool
+
+    def close(self) -> None:
+        """Drop a batch collected ahead (`trainer.overlap`) that no iteration will train on."""
+        if self._next is not None:
+            log.info(
+                "trainer.overlap: the batch collected for iteration %d is not trained on", self.iteration + 1
+            )
+            self._next = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def save_trajectories(self, traces: list[Trace]) -> None:
         """Every sampled trace is kept on disk, trained on or not (atomic Parquet, page checksums)."""
@@ -234,14 +306,16 @@ class Trainer:
             )
 
     def state(self) -> dict:
+        """What a resume needs; a batch collected ahead is not saved: its tasks are drawn again."""
         return {
             "iteration": self.iteration,
             "policy_version": self.policy_version,
-            "sampler": self.sampler.state(),
+            "sampler": self._sampler_before_next if self._next is not None else self.sampler.state(),
             "library_version": self.parts.library.load_report.version,
         }
 
     def restore(self, state: dict) -> None:
+        self._next = None
         self.iteration, self.policy_version = int(state["iteration"]), int(state["policy_version"])
         self.sampler.restore(state["sampler"])
 

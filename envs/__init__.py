@@ -19,7 +19,7 @@ def make_env(env_cfg: EnvConfig, seed: int = 0) -> TextEnv:
     if env_cfg.name == "mind2web":
         from envs.mind2web.env import Mind2WebEnv
 
-        return Mind2WebEnv(max_steps=env_cfg.max_steps, seed=seed, reward=env_cfg.reward,
+        return Mind2WebEnv(max_steps=env_cfg.max_steps, seed=seed, reward=env_cfg.reward, mode=env_cfg.replay,
                            observation=env_cfg.observation, max_page_elements=env_cfg.max_page_elements)  # fmt: skip
     raise ValueError(f"env.name: unknown environment {env_cfg.name!r}")
 
@@ -35,3 +35,12 @@ def list_tasks(env_cfg: EnvConfig, split: str) -> list[TaskSpec]:
 
         return m2w_tasks(env_cfg.data_dir, split)
     raise ValueError(f"env.name: unknown environment {env_cfg.name!r}")
+
+
+def walkthrough(task: TaskSpec) -> list[str] | None:
+    """A known solution of a task (the planner's, for generated ALFWorld games), or None."""
+    if task.env == "alfworld":
+        from envs.alfworld.tasks import walkthrough as alf_walkthrough
+
+        return alf_walkthrough(task)
+    return None

@@ -54,12 +54,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def cpu_threads(configured: int, world_size: int) -> int:
+def cpu_threads(configured: int, world_size: int, own_cpus: float | None = None) -> int:
     """Torch threads for a CPU learner: `configured`, or (0) this node's usable cores shared by the
-    ranks. Rollout and learning alternate in the synchronous loop, so the learner may use the cores
-    the idle rollout workers hold."""
+    ranks: rollout and learning alternate in the synchronous loop, so the learner may use the cores
+    the idle rollout workers hold. With `own_cpus` (trainer.overlap: generation runs during the
+    update) only the CPUs Ray gave the rank."""
     if configured > 0:
         return configured
+    if own_cpus is not None:
+        return max(1, int(own_cpus))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores // max(world_size, 1))
 
@@ -105,7 +108,8 @@ class Learner:
             LOCAL_RANK="0",  # one device per actor (Ray sets CUDA_VISIBLE_DEVICES)
         )
         if not self.gpu:
-            torch.set_num_threads(cpu_threads(self.lcfg.num_threads, self.world_size))
+            own = self.lcfg.num_cpus_per_learner if self.cfg.trainer.overlap else None
+            torch.set_num_threads(cpu_threads(self.lcfg.num_threads, self.world_size, own))
         deepspeed.init_distributed(
             dist_backend="nccl" if self.gpu else "gloo",
             auto_mpi_discovery=False,
@@ -380,6 +384,13 @@ class Learner:
         else:
             state = {n: p.detach().numpy() for n, p in self.lm.named_parameters()}
         return [ray.put(state)] if state else []
+
+    def set_cpu_threads(self, overlap: bool) -> int:
+        """Re-apply the CPU thread rule (cpu_threads) for a run that switches trainer.overlap."""
+        if not self.gpu:
+            own = self.lcfg.num_cpus_per_learner if overlap else None
+            torch.set_num_threads(cpu_threads(self.lcfg.num_threads, self.world_size, own))
+        return torch.get_num_threads()
 
     # GPU weight path (cluster/weight_sync.py); gloo on CPU.
     def weight_sync_backend(self) -> str:

@@ -2,6 +2,7 @@
 # One-command setup: .venv with the CPU stack (or the CUDA stack where an NVIDIA GPU is present),
 # the project in editable mode, and the embedded default model converted to an HF folder.
 # Idempotent: a second run finds everything in place and only checks.
+# EVORL_STACK=cpu|cuda forces a stack (an image built without a GPU); default auto (`nvidia-smi -L`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -17,11 +18,17 @@ stamp=$VENV/.evorl-setup-$(sha256sum requirements/*.txt scripts/setup.sh pyproje
 
 if [ ! -f "$stamp" ]; then
   "${PIP[@]}" install -U "pip>=24" wheel packaging
-  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-    echo "[setup] NVIDIA GPU found: CUDA stack"
+  stack=${EVORL_STACK:-auto}
+  case $stack in auto|cpu|cuda) ;; *) echo "[setup] EVORL_STACK=$stack: expected auto, cpu or cuda" >&2; exit 2;; esac
+  if [ "$stack" = auto ]; then
+    stack=cpu
+    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then stack=cuda; fi
+  fi
+  if [ "$stack" = cuda ]; then
+    echo "[setup] CUDA stack (EVORL_STACK=${EVORL_STACK:-auto})"
     "${PIP[@]}" install -r requirements/cuda.txt -c requirements/constraints.txt
   else
-    echo "[setup] no NVIDIA GPU: CPU stack"
+    echo "[setup] CPU stack (EVORL_STACK=${EVORL_STACK:-auto})"
     # torch 2.13.0+cpu: from the machine's local wheels where present, else PyTorch's CPU index.
     "${PIP[@]}" install torch==2.13.0 2>/dev/null || \
       "${PIP[@]}" install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu

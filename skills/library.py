@@ -309,7 +309,7 @@ class SkillLibrary:
                 data = path.read_bytes()
                 if sha is not None and hashlib.sha256(data).hexdigest() != sha:
                     raise LibraryError("checksum mismatch")
-                check_parquet_size(pq.ParquetFile(io.BytesIO(data)).metadata, str(path))
+                check_parquet_size(pq.ParquetFile(io.BytesIO(data)).metadata, str(path), file_bytes=len(data))
                 entries = self._from_table(pq.read_table(io.BytesIO(data)), path)
             except (OSError, pa.ArrowException, LibraryError, CorruptFileError) as e:
                 log.warning("skill library: skipping %s (%s)", path, e)

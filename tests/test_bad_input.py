@@ -279,3 +279,66 @@ def test_huge_texts_are_capped_in_the_solver_prompt(tokenizer):
     msgs = window_messages(PromptStyle("alfworld", True, 2000, 4000), view, tokenizer)
     assert len(msgs[0]["content"]) < 4000 + 1000 and len(msgs[1]["content"]) < 1000 + 2000 + 1000 + 2000 + 500
     assert len(encode_messages(tokenizer, msgs)) < 20_000
+
+
+def test_deep_nesting_gives_named_errors_not_recursion(tmp_path):
+    from cluster.core.config import ConfigError, load_config
+    from cluster.core.storage import CorruptFileError, read_json, verify_manifest
+
+    cfg = tmp_path / "deep.yaml"
+    cfg.write_text("trainer: " + "[" * 20000 + "]" * 20000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply|expected a mapping"):
+        load_config(cfg)
+    state = tmp_path / "trainer_state.json"
+    state.write_text('{"payload": ' + "[" * 20000 + "]" * 20000 + ', "sha256": "x"}')
+    with pytest.raises(CorruptFileError, match="nested deeper than 64 levels"):
+        read_json(state)
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "MANIFEST.json").write_text("[" * 5000 + "]" * 5000)
+    with pytest.raises(CorruptFileError, match="nested deeper"):
+        verify_manifest(tmp_path / "ckpt")
+
+
+def test_pointers_cannot_leave_their_folder(tmp_path):
+    from cluster.core.storage import CorruptFileError, verify_manifest, write_json
+    from skills.library import SkillLibrary
+
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "secret").write_text("x")
+    write_json(
+        tmp_path / "ckpt" / "MANIFEST.json", {"files": [{"path": "../secret", "bytes": 1, "sha256": "0"}]}
+    )
+    with pytest.raises(CorruptFileError, match="points outside the folder"):
+        verify_manifest(tmp_path / "ckpt")
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "manifest.json").write_text(
+        '{"format": 1, "versions": [{"version": 1, "file": "../secret", "sha256": "0", "rows": 0}]}'
+    )
+    library = SkillLibrary.open(lib)  # the bad manifest is reported and skipped, the path never opened
+    assert len(library) == 0 and any(
+        "not a library-v<N>.parquet name" in why for _, why in library.load_report.skipped
+    )
+
+
+def test_a_parquet_bomb_is_refused_before_reading(tmp_path):
+    """A few KB of Parquet that would decode to gigabytes (run-length encoded dictionary indices)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cluster.core.storage import CorruptFileError, check_parquet_size, read_parquet
+
+    path = tmp_path / "bomb.parquet"
+    bomb = pa.DictionaryArray.from_arrays(
+        pa.array(np.zeros(2_000_000, dtype=np.int32)), pa.array(["a" * 1000])
+    )
+    pq.write_table(pa.table({"x": bomb}), path, compression="zstd", write_statistics=False)  # 2 GB decoded
+    assert path.stat().st_size < 100_000
+    with pytest.raises(CorruptFileError, match="decompression bomb"):
+        read_parquet(path)
+    small = tmp_path / "ok.parquet"
+    pq.write_table(pa.table({"x": pa.array(["a" * 1000] * 20)}), small)
+    assert read_parquet(small).num_rows == 20
+    with pytest.raises(CorruptFileError, match="uncompressed bytes"):
+        check_parquet_size(pq.ParquetFile(small).metadata, str(small), limit=100)

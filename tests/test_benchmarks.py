@@ -1,75 +1,129 @@
-"""The benchmark report helpers: Wilson intervals, eval-output parsing, demo selection, table splicing."""
+"""The benchmark helpers (statistics, tables, demo selection, time breakdown) and that make bench
+names only scripts that exist. Pure Python: no benchmark runs."""
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import importlib.util
 import json
+import math
+import os
+import re
 import sys
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
+    sys.modules[name] = mod  # the scripts import `common` by name
     spec.loader.exec_module(mod)
     return mod
 
 
-report = _load("learning_report")
-demos = _load("learning_demos")
+_env = dict(os.environ)
+common = _load("common")  # sets benchmark defaults in os.environ: not this test session's business
+learning = _load("learning")
 tables = _load("write_tables")
-trl_bench = _load("trl_grpo")
+demos = _load("learning_demos")
+breakdown = _load("iteration_breakdown")
+os.environ.clear()
+os.environ.update(_env)
 
 
-def test_wilson_known_values():
-    lo, hi = report.wilson(0, 10)
-    assert lo == 0.0 and hi == pytest.approx(0.2775, abs=1e-3)  # not the degenerate [0, 0]
-    lo, hi = report.wilson(5, 10)
-    assert (lo, hi) == (pytest.approx(0.2366, abs=1e-3), pytest.approx(0.7634, abs=1e-3))
-    assert report.wilson(0, 0) == (0.0, 1.0)
+# ---- common.py ---------------------------------------------------------------------------------
+def test_interleave_alternates_order_and_discards_warmup():
+    calls: list[str] = []
+
+    def arm(name: str):
+        def fn() -> dict:
+            calls.append(name)
+            return {"x": len(calls)}
+
+        return fn
+
+    runs = common.interleave({"a": arm("a"), "b": arm("b")}, repeats=3, warmup=1)
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warm-up, then A B, B A, A B
+    assert [r["repeat"] for r in runs["a"]] == [0, 1, 2]
+    assert [r["x"] for r in runs["a"]] == [3, 6, 7]  # warm-up calls are not kept
+    assert all({"load_before", "wall_s"} <= r.keys() for r in runs["a"] + runs["b"])
+    assert common.median(runs["b"], "x") == 5
 
 
-def test_eval_stdout_parsing_skips_log_lines(tmp_path):
-    f = tmp_path / "eval.json"
-    f.write_text('[evorl] Ray dashboard disabled\n(RolloutWorker pid=1) INFO {x}\n{\n "eval/s/a": 0.5\n}\n')
-    assert report.read_eval_stdout(f) == {"eval/s/a": 0.5}
-    (tmp_path / "bad.json").write_text("no json here\n")
-    with pytest.raises(ValueError, match="bad.json"):
-        report.read_eval_stdout(tmp_path / "bad.json")
+def test_verdict_says_met_or_missed():
+    assert common.verdict(1.234, ">= 1", True) == "1.23 (target >= 1: met)"
+    assert common.verdict(0.5, ">= 0.9", False) == "0.50 (target >= 0.9: MISSED)"
 
 
-def test_counts_groups_and_missing_type():
-    stats = {"eval/v/a": 0.5, "eval/v/b": 0.25, "eval/v/h": 0.0}
-    c = report.counts(stats, "v", Counter({"a": 4, "b": 4, "h": 2}), {"a", "b"})
-    assert c["trained_success"] == (3, 8) and c["heldout_success"] == (0, 2) and c["success"] == (3, 10)
-    with pytest.raises(ValueError, match="eval/v/z"):
-        report.counts(stats, "v", Counter({"z": 1}), set())
+# ---- learning.py statistics ---------------------------------------------------------------------
+def _ev(rows: list[tuple[str, str, str, bool]]) -> dict:
+    return {"episodes": [{"task_id": t, "task_type": ty, "arm": a, "won": w} for t, ty, a, w in rows]}
 
 
-def test_pooled_rows_sum_wins_and_games_over_seeds():
-    rows = [("sft", {"t": (1, 8)}), ("after grpo-seed0", {"t": (2, 8), "h": (0, 4)}),
-            ("after grpo-seed1", {"t": (3, 8), "h": (1, 4)}), ("after evolving-seed0", {"t": (1, 8)}),
-            ("sft+candidates-seed0", {"t": (2, 8)}), ("sft+candidates-seed1", {"t": (0, 8)})]  # fmt: skip
-    assert report.pooled(rows) == [  # one seed (evolving): no row
-        ("grpo, 2 seeds pooled", {"t": (5, 16), "h": (1, 8)}),
-        ("sft+candidates, 2 seeds pooled", {"t": (2, 16)}),
-    ]
+def test_outcomes_filter_arm_and_types():
+    ev = _ev(
+        [("g1", "x", "no_skill", True), ("g2", "y", "no_skill", False), ("g1", "x", "with_skill", False)]
+    )
+    assert learning.outcomes(ev, "no_skill", None) == {"g1": True, "g2": False}
+    assert learning.outcomes(ev, "no_skill", {"y"}) == {"g2": False}
+    assert learning.outcomes(ev, "with_skill", {"y"}) == {}
 
 
-def test_demo_selection_drops_heldout_types():
-    recs = [{"task_id": f"t{i}", "task_type": t} for i, t in enumerate(
-        ["pick_and_place_simple"] * 3 + ["pick_two_obj_and_place", "look_at_obj_in_light"]
-    )]  # fmt: skip
-    kept = demos.select(recs, per_type=2)
-    assert [r["task_id"] for r in kept] == ["t0", "t1"]
+def test_bootstrap_known_values():
+    assert learning.bootstrap([{"a": True, "b": True}]) == (1.0, 1.0, 1.0)
+    point, lo, hi = learning.bootstrap([{"a": True, "b": False}])
+    assert (point, lo, hi) == (0.5, 0.0, 1.0)  # 2 games: P(both resampled = a) = 1/4 > 2.5%
+    # seeds are averaged on the same resampled games: one seed all won, one all lost -> always 0.5
+    assert learning.bootstrap([{"a": True, "b": True}, {"a": False, "b": False}]) == (0.5, 0.5, 0.5)
+    # only games every seed played count
+    assert learning.bootstrap([{"a": True, "b": False}, {"a": True}])[0] == 1.0
+    assert all(math.isnan(v) for v in learning.bootstrap([]))
+    assert all(math.isnan(v) for v in learning.bootstrap([{"a": True}, {"b": True}]))
 
 
+def test_paired_diff_counts_discordant_pairs():
+    w = [True, True, True, False]
+    o = [False, False, True, False]
+    rows = [(f"g{i}", "t", "with_skill", x) for i, x in enumerate(w)]
+    rows += [(f"g{i}", "t", "no_skill", x) for i, x in enumerate(o)]
+    rows += [("g9", "t", "with_skill", True)]  # no paired no-skill game: left out
+    d = learning.paired_diff(_ev(rows), None, n=2000)
+    assert (d["games"], d["with_skill"], d["no_skill"]) == (4, 3, 1)
+    assert (d["with_only"], d["no_skill_only"]) == (2, 0)
+    assert d["diff"] == 0.5
+    assert d["mcnemar_p"] == pytest.approx(0.5)  # exact two-sided binomial on 2 vs 0
+    lo, hi = d["ci95"]
+    assert -1.0 <= lo <= 0.5 <= hi <= 1.0
+    assert learning.paired_diff(_ev(rows), {"other"}) == {}
+
+
+def test_learning_markdown_tables_paired_rows():
+    pd = {"games": 4, "with_skill": 3, "no_skill": 1, "diff": 0.5, "ci95": [0.25, 0.75], "mcnemar_p": 0.5}
+    ci = (0.25, 0.1, 0.4)
+    report = {
+        "machine": {"date": "2026-12-01 10:00 UTC", "cpus": 2}, "config": "c.yaml", "seeds": [0],
+        "budget": {"iterations_per_run": 10, "grpo": "G", "evolving": "E"}, "protocol": "online",
+        "gonogo": {"start_teacher": {"trained": pd, "heldout": {}}, "untrained_no_skill": {"trained": ci, "heldout": ci}},
+        "modes": {"grpo": {"with_skill": {"trained": ci, "heldout": (float("nan"),) * 3}, "no_skill": {"trained": ci, "heldout": ci}}},
+        "runs": {}, "transfer": {}, "mind2web": {},
+    }  # fmt: skip
+    md = learning.markdown(report)
+    assert (
+        "| teacher card (rule-written from the planner) | 3/4 vs 1/4: +0.500 [+0.250, +0.750], McNemar p 0.500 | - |"
+        in md
+    )
+    assert "| its own extraction (online) | - | - |" in md
+    assert "| grpo | 0.250 [0.100, 0.400] | - | 0.250 [0.100, 0.400] | 0.250 [0.100, 0.400] |" in md
+    assert "Transfer" not in md and "Mind2Web" not in md  # empty sections are left out
+
+
+# ---- write_tables.py -----------------------------------------------------------------------------
 def test_splice_keeps_hand_written_text():
     text = f"intro\n{tables.BEGIN}\nold\n{tables.END}\noutro\n"
     out = tables.splice(text, "| new |", "doc")
@@ -78,37 +132,98 @@ def test_splice_keeps_hand_written_text():
         tables.splice("no markers", "x", "doc")
 
 
-def test_jaccard_reward_is_graded():
-    adm = ["go to sink 1", "take apple 1 from table 1"]
-    assert trl_bench.jaccard_reward("go to sink 1", adm) == 1.0
-    assert 0 < trl_bench.jaccard_reward("go to table 1", adm) < 1
-    assert trl_bench.jaccard_reward("", adm) == 0.0
+def test_write_tables_splices_results_and_leaves_out_missing_rows(tmp_path, monkeypatch, capsys):
+    res = tmp_path / "benchmarks" / "results"
+    res.mkdir(parents=True)
+    (tmp_path / "docs").mkdir()
+    block = f"{tables.BEGIN}\nold\n{tables.END}\n"
+    (tmp_path / "docs" / "results.md").write_text("# Results\n\nhand text\n\n" + block)
+    (tmp_path / "README.md").write_text("readme\n" + block + "tail\n")
+    (res / "learner_step.md").write_text("# Learner step\n\nbody\n# Part\n")
+    (res / "rollout_constrained.json").write_text(json.dumps({
+        "ratio": 0.95, "target": ">= 0.9", "target_met": True, "tokens_per_s": {"pool": 10.0, "bare": 10.5},
+        "machine": {"date": "2026-12-01 10:00 UTC"}}))  # fmt: skip
+    monkeypatch.setattr(tables, "ROOT", tmp_path)
+    monkeypatch.setattr(tables, "RESULTS", res)
+    assert tables.main() == 0
+    doc = (tmp_path / "docs" / "results.md").read_text()
+    assert doc.startswith("# Results\n\nhand text\n\n")
+    assert "<!-- from benchmarks/results/learner_step.md -->\n## Learner step\n\nbody\n## Part" in doc
+    assert "old" not in doc
+    readme = (tmp_path / "README.md").read_text()
+    assert readme.startswith("readme\n") and readme.endswith(f"{tables.END}\ntail\n")
+    assert ("| rollout pool generation, tokens/s | 10.0 | bare constrained vLLM 10.5 | **0.95** (target >= 0.9: met)"
+            " | 2026-12-01 |") in readme  # fmt: skip
+    assert "learning: left out" in capsys.readouterr().err  # no learning.json: its row is named, not invented
 
 
-def test_mind2web_learning_report_tables_each_model_and_keeps_run_records(tmp_path, monkeypatch):
-    m2w = _load("mind2web_learning_report")
-    res, runs = tmp_path / "results", tmp_path / "runs"
-    res.mkdir()
-    monkeypatch.setattr(m2w, "RES", res)
+# ---- learning_demos.py ---------------------------------------------------------------------------
+def test_demo_selection_drops_heldout_types():
+    recs = [{"task_id": f"t{i}", "task_type": t} for i, t in enumerate(
+        ["pick_and_place_simple"] * 3 + ["pick_two_obj_and_place", "look_at_obj_in_light"]
+    )]  # fmt: skip
+    kept = demos.select(list(reversed(recs)), per_type=2)
+    assert [r["task_id"] for r in kept] == ["t0", "t1"]  # by task id, whatever the input order
 
-    def scored(acc: float) -> dict:
-        r = {"element_acc": acc, "op_f1": 0.5, "step_sr": acc / 2, "task_sr": 0.0}
-        return {"date": "d", "model": "m", "machine": "cpu", "max_candidates": 20,
-                "results": {"test_task": {"model": r, "random": r | {"element_acc": 0.1}}}}  # fmt: skip
 
-    (res / "mind2web_model.json").write_text(json.dumps(scored(0.2)))
-    for i, mode in enumerate(("grpo", "evolving")):
-        (res / f"mind2web_model_{mode}-seed0.json").write_text(json.dumps(scored(0.3 + i / 10)))
-        run = runs / f"{mode}-seed0"
-        run.mkdir(parents=True)
-        (run / "summary.json").write_text(json.dumps({"library": {"skills": 2 * i, "accepted": 0}}))
-        (run / "config.yaml").write_text("x: 1\n")
-        lines = [{"iteration_s": 10.0, "source/success": 0.5}, {"eval": 1}, {"iteration_s": 5.0}]
-        (run / "metrics.jsonl").write_text("\n".join(map(json.dumps, lines)) + "\n")
-    assert m2w.main(["--runs", str(runs)]) == 0
-    assert m2w.main(["--runs", str(tmp_path / "gone")]) == 0  # a fresh clone: the kept copies are read
-    md = (res / "mind2web_learning.md").read_text()
-    assert "| test_task | evolving-seed0 | 0.400 | 0.500 | 0.200 | 0.000 |" in md
-    assert "| test_task | random (untrained run) | 0.100 |" in md
-    assert "| grpo-seed0 | success | 2 | 15 | 0.50 | - | None | - |" in md and "2 skills (0 accepted)" in md
-    assert (res / "mind2web_learning" / "evolving-seed0" / "metrics.jsonl").exists()
+# ---- iteration_breakdown.py ----------------------------------------------------------------------
+def test_iteration_breakdown_counts_only_trained_iterations(tmp_path, monkeypatch):
+    run = tmp_path / "learning" / "alfworld-grpo-seed0"
+    run.mkdir(parents=True)
+    rows = [
+        {"iteration_s": 10.0, "learner/loss": 0.1, "time/rollout": 6.0, "time/learn": 2.0, "time/broadcast": 1.0},
+        {"iteration_s": 20.0, "learner/loss": 0.2, "time/rollout": 16.0, "time/learn": 2.0},
+        {"iteration_s": 5.0, "time/rollout": 5.0},  # did not train: not counted
+        {"eval/valid_seen/success": 0.5},
+    ]  # fmt: skip
+    (run / "metrics.jsonl").write_text("\n".join(map(json.dumps, rows)) + "\n")
+    b = breakdown.breakdown(run / "metrics.jsonl")
+    assert b["trained_iterations"] == 2 and b["mean_iteration_s"] == 15.0
+    assert b["mean_stage_s"] == {"rollout": 11.0, "learn": 2.0, "broadcast": 0.5, "other": 1.5}
+    assert b["generation_share"] == pytest.approx(0.7)  # median of 0.6 and 0.8
+    written = {}
+    monkeypatch.setattr(
+        breakdown, "write", lambda name, payload, md: written.update(name=name, payload=payload)
+    )
+    assert breakdown.main([str(run)]) == 0
+    assert written["name"] == "iteration_breakdown"
+    assert written["payload"]["runs"].keys() == {"learning/alfworld-grpo-seed0"}
+    assert written["payload"]["target_met"] is True
+    assert breakdown.main([str(tmp_path / "none")]) == 2
+
+
+# ---- the scripts make bench and the learning experiment name ------------------------------------
+STANDALONE = {"common.py", "soak.py", "gpu_smoke.sh", "run_all.sh"}  # helpers and by-hand runs
+
+
+def _referenced() -> set[str]:
+    text = "".join(
+        (BENCH / f).read_text() for f in ("run_all.sh", "learning.sh", "learning.py", "gpu_smoke.sh")
+    )
+    return set(re.findall(r"benchmarks/([a-z0-9_]+\.(?:py|sh))", text))
+
+
+def test_every_named_script_exists_and_every_script_is_run():
+    named = _referenced()
+    # trl_multiturn.py: run_all.sh runs it only when it exists
+    assert {n for n in named if not (BENCH / n).exists()} <= {"trl_multiturn.py"}
+    scripts = {p.name for p in BENCH.iterdir() if p.suffix in (".py", ".sh")}
+    assert scripts - named - STANDALONE == set(), "a benchmark nobody runs: add it to run_all.sh or delete it"
+
+
+def test_learning_sh_runs_learning_py():
+    text = (BENCH / "learning.sh").read_text()
+    assert 'exec .venv/bin/python benchmarks/learning.py "$@"' in text
+
+
+def test_gpu_smoke_mirror_matches_learner_defaults():
+    """gpu_smoke.py copies LearnerConfig's loss defaults for machines without PyYAML: keep them equal."""
+    from cluster.core.config import LearnerConfig
+
+    tree = ast.parse((BENCH / "gpu_smoke.py").read_text())
+    node = next(
+        n for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "MIRROR_LCFG"
+    )
+    mirror = ast.literal_eval(node.value)
+    defaults = dataclasses.asdict(LearnerConfig())
+    assert mirror == {k: defaults[k] for k in mirror}

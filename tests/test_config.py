@@ -78,3 +78,41 @@ def test_cross_section_lengths_name_both_keys():
         load_config(
             None, ["rollout.max_new_tokens=512", "model.max_model_len=512", "skills.extractor_max_tokens=1"]
         )
+
+
+def test_config_reference_is_current():
+    """docs/config.md is generated from the dataclasses: a new key or a changed comment regenerates it."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "scripts/config_doc.py", "--check"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["trainer.checkpoint_every=0", "rollout.num_gpus_per_worker=-1", "learner.updates_per_batch=0",
+                           "rollout.call_timeout_s=0", "trainer.eval_tasks=0", "engine.tensor_parallel_size=2"])  # fmt: skip
+    msg = str(e.value)
+    assert "6 problems" in msg
+    for key in ("trainer.checkpoint_every", "rollout.num_gpus_per_worker", "learner.updates_per_batch",
+                "rollout.call_timeout_s", "trainer.eval_tasks", "engine.tensor_parallel_size"):  # fmt: skip
+        assert key in msg
+    with pytest.raises(ConfigError, match="finite number"):
+        load_config(None, ["learner.lr=.nan"])
+
+
+def test_cli_errors_are_one_line_and_exit_2(capsys):
+    from cluster.cli import main
+
+    for argv in (["train", "--config", "nope.yaml"], ["train", "--config", "configs/quickstart.yaml", "trainer.iterations=-1"],
+                 ["plot", "/nonexistent/run"], ["eval", "--config", "configs/quickstart.yaml", "--checkpoint", "/nonexistent"]):  # fmt: skip
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith("error: ") and "Traceback" not in err, (argv, err)
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--config", "configs/quickstart.yaml", "--print-config", "trainer.iterations=7"])
+    assert e.value.code == 0 and "iterations: 7" in capsys.readouterr().out

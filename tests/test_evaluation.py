@@ -88,3 +88,44 @@ def test_mcnemar_exact():
     assert mcnemar_p(5, 0) == pytest.approx(2 / 32)
     assert mcnemar_p(3, 3) == 1.0
     assert mcnemar_p(10, 2) == pytest.approx(0.0386, abs=1e-4)
+
+
+def test_teacher_protocol_summarises_the_retrieved_tasks_planner_solution(evaluator, tmp_path):
+    import json
+    from dataclasses import replace
+
+    ev, pool = evaluator
+    games = []
+    for t in TASKS:
+        path = tmp_path / f"{t.task_id}.tw-pddl"
+        path.write_text(json.dumps({"walkthrough": ["go to shelf 1", "take toy 1 from shelf 1", "win"]}))
+        games.append(replace(t, env="alfworld", ref=str(path)))
+    ev.source_index = TaskIndex(games, Embedder("bm25"))
+    stats = ev.run("teacher")
+    (jobs,) = pool.played  # no source episode, no extraction: the skill is written by rule
+    cards = [j.skill.text for j in jobs if j.skill is not None]
+    assert len(cards) == 4 and all("take toy from shelf" in c for c in cards)
+    assert stats["eval/valid/skills_parsed"] == 1.0 and "eval/valid/with_skill/success" in stats
+
+
+def test_mind2web_episodes_report_mind2web_metrics(evaluator):
+    """Episodes that carry Mind2Web step scores add element accuracy, operation F1, step/task success."""
+    from cluster.core.records import EpisodeResult
+    from envs.mind2web.metrics import EpisodeScore, StepScore
+
+    ev, _ = evaluator
+    right = EpisodeScore("a", 2, [StepScore(0, True, 1.0), StepScore(1, True, 1.0)])
+    half = EpisodeScore("b", 2, [StepScore(0, True, 1.0), StepScore(1, False, 0.5)])
+    eps = [
+        EpisodeResult(s.annotation_id, EVAL[0], s.success, 0.0, 2, info={"episode_score": s})
+        for s in (right, half)
+    ]
+    stats = ev.arm_stats("eval/test_task/no_skill", eps)
+    assert (
+        stats["eval/test_task/no_skill/element_acc"] == 0.75
+        and stats["eval/test_task/no_skill/op_f1"] == 0.875
+    )
+    assert (
+        stats["eval/test_task/no_skill/step_sr"] == 0.75 and stats["eval/test_task/no_skill/task_sr"] == 0.5
+    )
+    assert stats["eval/test_task/no_skill/macro_step_sr"] == 0.75

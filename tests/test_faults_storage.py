@@ -198,3 +198,35 @@ def test_failed_parquet_write_keeps_previous_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert read_parquet(path).equals(old)
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 64 KiB tmpfs (needs root: CI runs as root; skipped elsewhere)."""
+    import subprocess
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True
+    ).returncode:
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_a_full_disk_is_named_and_leaves_the_old_version_and_no_fragment(full_disk):
+    from cluster.core.storage import DiskFullError, append_line, atomic_write_bytes, read_json, write_json
+
+    write_json(full_disk / "state.json", {"iteration": 1})
+    with pytest.raises(DiskFullError, match="disk full while writing; the previous version is intact"):
+        atomic_write_bytes(full_disk / "state.json", b"x" * 200_000)
+    assert read_json(full_disk / "state.json") == {"iteration": 1}
+    assert sorted(p.name for p in full_disk.iterdir()) == ["state.json"]  # no temp file left
+    log = full_disk / "metrics.jsonl"
+    append_line(log, '{"iteration": 1}')
+    with pytest.raises(DiskFullError, match="disk full while appending"):
+        append_line(log, '{"huge": "' + "y" * 200_000 + '"}')
+    assert log.read_text() == '{"iteration": 1}\n'  # the cut line is gone: the next record stays readable

@@ -1,5 +1,5 @@
 """Killed actors on a real Ray with the real vLLM engine: the call completes, the work is resubmitted,
-the kill is counted; an env-pool actor's loss fails only its episodes and the actor is recreated.
+the kill is counted (hung env steps: tests/test_faults_units.py).
 Also: bounded remote calls name the actor and the stage; the dashboard listens on loopback only.
 
 One Ray session for the module, started through cluster.placement.init_ray (the trainer's path).

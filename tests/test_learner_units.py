@@ -213,3 +213,6 @@ def test_cpu_learner_threads():
     assert cpu_threads(3, 2) == 3  # configured wins
     cores = len(__import__("os").sched_getaffinity(0))
     assert cpu_threads(0, 1) == cores and cpu_threads(0, cores * 4) == 1  # never 0
+    # trainer.overlap: only the CPUs Ray gave the rank
+    assert cpu_threads(0, 1, own_cpus=1.0) == 1 and cpu_threads(0, 1, own_cpus=0.5) == 1
+    assert cpu_threads(4, 1, own_cpus=1.0) == 4

@@ -421,9 +421,13 @@ def test_evorl_play_reports_success_rate(served, game_dir, tmp_path, capsys):
 
     url, _ = served
     out = tmp_path / "play.json"
-    args = build_parser().parse_args(["play", "--endpoint", url, "--env", "alfworld", "--games",
-                                      str(game_dir), "--max-steps", "3", "--parallel", "2",
-                                      "--out", str(out)])  # fmt: skip
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    argv = ["play", "--endpoint", url, "--env", "alfworld", "--games", str(game_dir), "--max-steps", "3",
+            "--parallel", "2", "--out", str(out)]  # fmt: skip
+    anonymous = build_parser().parse_args([*argv[:-2], "--max-games", "1"])
+    assert anonymous.func(anonymous) == 1  # no token: the /act requests are refused (401), counted as errors
+    args = build_parser().parse_args([*argv, "--token-file", str(token)])
     assert args.func(args) == 0
     report = json.loads(out.read_text())
     assert report["games"] == 2 and report["completed"] == 2 and report["errors"] == 0

@@ -109,13 +109,17 @@ class FakePool:
         self.runner = EpisodeRunner(self.engine, self.settings)
         self.workers = [object()]
 
-    def play(self, jobs, gen):
+    def play(self, jobs, gen, progress=None):
         self.played.append(list(jobs))
+        if progress is not None:
+            progress(len(jobs), len(jobs))
         return self.runner.run(
             [FakeEnv() for _ in jobs], list(jobs), gen, [f"e{len(self.played)}-{i}" for i in range(len(jobs))]
         )
 
-    def generate(self, prompts, gen):
+    def generate(self, prompts, gen, progress=None):
+        if progress is not None:
+            progress(len(prompts), len(prompts))
         return self.engine.generate(prompts, gen)
 
     def engine_stats(self) -> dict:
@@ -242,3 +246,46 @@ def test_step_reward_per_step_advantages(tokenizer, tmp_path):
     assert adv[0][1] > 0 > adv[1][1] and adv[0][2] == -1.0
     alone_right = step_advantages([ep([1.0, 1.0]), ep([0.0])])
     assert alone_right[0][1] == alone_right[0][0]  # alone and right: the episode's previous step's value
+
+
+def test_console_reports_every_stage_and_one_line_per_iteration(tokenizer, tmp_path):
+    import io
+
+    from cluster.progress import Progress
+
+    trainer, _, _ = make_trainer(tokenizer, tmp_path)
+    out = io.StringIO()
+    trainer.progress = Progress(out)
+    stats = trainer.step()
+    line = trainer.progress.summary(1, 3, stats)
+    text = out.getvalue()
+    for stage in ("source", "extract", "downstream"):
+        assert f"[1] {stage}:" in text  # plain lines: not a terminal
+    assert line.startswith("iteration 1/3: source 0") and "loss" in line and "learn" not in line.split("(")[0]
+
+
+def test_overlap_trains_one_version_stale_batches_and_resumes_without_losing_tasks(tokenizer, tmp_path):
+    """trainer.overlap: batch t+1 is collected before the push of t; a resume redraws it."""
+    from cluster.core.config import ConfigError
+
+    with pytest.raises(ConfigError, match="engine_logprobs"):
+        load_config(None, ["trainer.overlap=true"])
+    over = ["trainer.mode=grpo", "trainer.overlap=true", "rollout.engine_logprobs=true"]
+    trainer, pool, learners = make_trainer(tokenizer, tmp_path, *over)
+    trainer.step()
+    assert len(pool.played) == 2  # this iteration's batch and the next one's, both by version 0
+    state = trainer.state()
+    trainer.step()
+    trainer.prefetch = False  # the last iteration: nothing collected ahead
+    trainer.step()
+    assert len(pool.played) == 3 and trainer.parts.weight_sync.pushed == [1, 2, 3]
+    versions = [sorted({t.policy_version for t in table_to_traces(tb)}) for tb in learners.tables]
+    assert versions == [[0], [0], [1]]  # every batch after the first is one version stale, none dropped
+    drawn = [[j.task.task_id for j in jobs] for jobs in pool.played]
+
+    fresh, pool2, _ = make_trainer(tokenizer, tmp_path / "resumed", *over)
+    fresh.restore(state)  # the checkpoint after iteration 1: its collected-ahead batch is not in it
+    fresh.prefetch = False
+    fresh.step()
+    assert [j.task.task_id for j in pool2.played[0]] == drawn[1]
+    trainer.close()

@@ -194,18 +194,25 @@ def read_parquet(path: str | Path):
 
     path = Path(path)
     try:
-        check_parquet_size(pq.ParquetFile(path).metadata, str(path))
+        check_parquet_size(pq.ParquetFile(path).metadata, str(path), file_bytes=path.stat().st_size)
         return pq.read_table(path, page_checksum_verification=True)
     except (OSError, pa.ArrowException) as e:
         raise CorruptFileError(f"{path}: unreadable Parquet ({type(e).__name__}: {e})") from None
 
 
-def check_parquet_size(metadata, where: str, limit: int = MAX_PARQUET_EXPANSION) -> None:
-    """Refuse a Parquet file whose row groups claim more uncompressed bytes than `limit` before any
-    of it is decoded (a few KB can claim hundreds of MB)."""
+def check_parquet_size(
+    metadata, where: str, limit: int = MAX_PARQUET_EXPANSION, file_bytes: int | None = None
+) -> None:
+    """Refuse a Parquet file before any of it is decoded when its row groups claim more uncompressed
+    bytes than `limit`, or (run-length / dictionary bombs: a few KB for millions of rows) more rows
+    than 64 per byte of the file."""
     claimed = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
     if claimed > limit:
         raise CorruptFileError(f"{where}: row groups claim {claimed} uncompressed bytes (limit {limit})")
+    if file_bytes is not None and metadata.num_rows > 64 * max(file_bytes, 1):
+        raise CorruptFileError(
+            f"{where}: {metadata.num_rows} rows in {file_bytes} bytes: refused (decompression bomb)"
+        )
 
 
 def read_parquet_dir(folder: str | Path, pattern: str = "*.parquet") -> tuple[list, list[tuple[str, str]]]:

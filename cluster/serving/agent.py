@@ -173,7 +173,10 @@ class AgentCore:
         for i, req in enumerate(reqs):
             try:
                 entries = self.retrieve(req)
-                skill_text = "\n\n".join(render_card(e.skill) for e in entries) or None
+                skill_text = (
+                    "\n\n".join(render_card(e.skill, self.cfg.skills.max_skill_chars) for e in entries)
+                    or None
+                )
                 p = turn_params(gen, req.admissible_actions, self.cfg.env.constrained_actions, req.seed)
                 p.max_tokens = self._max_tokens(p.choices)
                 ids, kept = self.prompt(req, skill_text, p.max_tokens)

@@ -1,11 +1,12 @@
-"""`evorl serve` (the agent behind HTTP, cluster/serve.py) and `evorl play` (a client that plays whole
-episodes through a served agent on real games and reports the success rate)."""
+"""`evorl serve` (the agent behind HTTP, cluster/serving/app.py) and `evorl play` (a client that plays
+whole episodes through a served agent on real games and reports the success rate)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -21,7 +22,7 @@ log = logging.getLogger("evorl.play")
 def add_commands(sub, data_sub) -> None:
     p = sub.add_parser("serve", help="serve the trained agent with its skill library (Ray Serve)")
     p.add_argument("--checkpoint", default="embedded",
-                   help="HF folder, learner checkpoint (step-*), trainer checkpoint (iter-*) or run folder")  # fmt: skip
+                   help="HF folder, checkpoint (iter-*) or run folder (its newest checkpoint)")  # fmt: skip
     p.add_argument("--skills", default=None, help="skill library folder (its accepted skills are retrieved)")
     p.add_argument("--config", default=None, help="YAML config (sections serve, engine, env, skills, model)")
     p.add_argument("--host", default=None, help="bind address (default serve.host = 127.0.0.1)")
@@ -41,6 +42,8 @@ def add_commands(sub, data_sub) -> None:
     q.add_argument("--parallel", type=int, default=4, help="episodes in flight (the server batches them)")
     q.add_argument("--history", type=int, default=8, help="previous (action, observation) pairs sent")
     q.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    q.add_argument("--token-file", default=None,
+                   help="file with the server's bearer token (serve.token_file); default $EVORL_TOKEN_FILE")  # fmt: skip
     q.add_argument("--out", default=None, help="write the report as JSON here")
     q.set_defaults(func=cmd_play)
 
@@ -69,8 +72,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.skills and not Path(args.skills).is_dir():
         print(f"error: --skills {args.skills}: no such library folder", file=sys.stderr)
         return 2
+    from cluster.serving.app import read_token
+
+    try:  # an unusable token file fails here, not later inside the Serve replica
+        read_token(cfg.serve.token_file)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if cfg.serve.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"[evorl] WARNING: serving on {cfg.serve.host}: reachable from other machines, no auth")
+        print(f"[evorl] serving on {cfg.serve.host}: reachable from other machines (bearer token required)")
+    elif not cfg.serve.token_file:
+        print("[evorl] no serve.token_file: any local process may call the agent")
     url = start(cfg, model, args.skills)
     print(f"[evorl] serving {model} (skills: {args.skills or 'none'}) at {url}  (POST /act, "
           f"POST /v1/chat/completions, GET /health); Ctrl-C to stop", flush=True)  # fmt: skip
@@ -103,10 +115,11 @@ class EndpointError(RuntimeError):
     pass
 
 
-def post_json(url: str, payload: dict, timeout: float) -> dict:
+def post_json(url: str, payload: dict, timeout: float, token: str = "") -> dict:
     """POST JSON, return the decoded answer; an HTTP error raises EndpointError with the server's message."""
     data = json.dumps(payload).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
+    req = urllib.request.Request(url, data=data, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.loads(resp.read())
@@ -159,7 +172,7 @@ def play_episode(
         }
         t0 = time.perf_counter()
         try:
-            ans = post_json(f"{endpoint}/act", body, args.timeout)
+            ans = post_json(f"{endpoint}/act", body, args.timeout, getattr(args, "token", ""))
         except EndpointError as e:
             rep.error = str(e)
             break
@@ -232,6 +245,12 @@ def cmd_play(args: argparse.Namespace) -> int:
         tasks = _tasks(args)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    token_file = args.token_file or os.environ.get("EVORL_TOKEN_FILE", "")
+    try:
+        args.token = Path(token_file).read_text().strip() if token_file else ""
+    except OSError as e:
+        print(f"error: --token-file {token_file}: {e.strerror}", file=sys.stderr)
         return 2
     if args.max_games:
         tasks = tasks[: args.max_games]

@@ -1,6 +1,6 @@
 """ALFWorld on the real TextWorld engine: `PddlEnv` wrapped by alfworld's `AlfredDemangler` and
 `AlfredInfos`, exactly the stack `AlfredTWEnv` registers, minus gym's batching and subprocesses so a
-pool actor can host many of them and step them itself.
+rollout worker can host many of them and step them itself.
 
 Observation text and admissible actions are what the engine gives; a command that is not admissible
 goes to the engine too, which answers "Nothing happens.", and is counted. The planner (Fast Downward,

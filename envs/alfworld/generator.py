@@ -15,6 +15,7 @@ output is byte-identical for a seed whatever the number of worker processes.
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing as mp
 import os
 import random
@@ -45,6 +46,8 @@ ACTION_PROPERTY = {
 LAMPS = ("DeskLamp", "FloorLamp")
 # Furniture a lamp may stand on (alfworld's constants do not list lamps as contents of anything).
 LAMP_HOSTS = ("Desk", "SideTable", "Dresser", "Shelf", "CoffeeTable", "TVStand", "Bed", "Sofa", "ArmChair")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -481,14 +484,21 @@ def generate(
         for i in range(per_type if split == "train" else n_valid)
     ]
     counts: dict[str, dict[str, int]] = {s: dict.fromkeys(task_types, 0) for s in splits}
+    log.info(
+        "generating %d ALFWorld games (%s preset) into %s with %d worker(s)",
+        len(jobs),
+        preset,
+        out_dir,
+        workers,
+    )
     if workers <= 1:
         try:
-            _consume(out_dir, map(run_job, jobs), counts)
+            _consume(out_dir, map(run_job, jobs), counts, len(jobs))
         finally:
             _close_worker_env()
     else:
         with mp.get_context("spawn").Pool(workers) as pool:
-            _consume(out_dir, pool.imap_unordered(run_job, jobs), counts)
+            _consume(out_dir, pool.imap_unordered(run_job, jobs), counts, len(jobs))
     manifest = {
         "generator_version": GENERATOR_VERSION,
         "seed": seed,
@@ -503,11 +513,19 @@ def generate(
     return GenerationReport(out_dir, counts, sum(sum(v.values()) for v in counts.values()))
 
 
-def _consume(out_dir: str, results: Any, counts: dict[str, dict[str, int]]) -> None:
-    for job, rel, traj_text, game_text in results:
-        atomic_write_text(os.path.join(out_dir, rel, "traj_data.json"), traj_text)
-        atomic_write_text(os.path.join(out_dir, rel, "game.tw-pddl"), game_text)
-        counts[job.split][job.task_type] += 1
+def _consume(out_dir: str, results: Any, counts: dict[str, dict[str, int]], total: int) -> None:
+    """Write each finished game; a bar on a terminal (tqdm), a log line every 25 games elsewhere."""
+    from tqdm import tqdm
+
+    with tqdm(desc="games", unit="game", disable=None, total=total) as bar:
+        for job, rel, traj_text, game_text in results:
+            atomic_write_text(os.path.join(out_dir, rel, "traj_data.json"), traj_text)
+            atomic_write_text(os.path.join(out_dir, rel, "game.tw-pddl"), game_text)
+            counts[job.split][job.task_type] += 1
+            bar.update(1)
+            done = sum(sum(v.values()) for v in counts.values())
+            if done % 25 == 0:
+                log.info("generated %d games", done)
 
 
 def _prepare_out(out_dir: str, overwrite: bool) -> None:

@@ -141,3 +141,14 @@ def list_tasks(data_dir: str, split: str) -> list[TaskSpec]:
         )
         for g in report.games
     ]
+
+
+def walkthrough(task: TaskSpec) -> list[str] | None:
+    """The planner's solution stored in a generated game file (`walkthrough`), or None (official
+    games carry no textual walkthrough)."""
+    try:
+        with open(task.ref, encoding="utf-8") as f:
+            steps = json.load(f).get("walkthrough")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return [str(a) for a in steps] if isinstance(steps, list) and steps else None

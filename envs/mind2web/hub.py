@@ -252,6 +252,7 @@ def cached_hub_parquet(files: list[Path], split: str, cache_dir: str | Path | No
     dest = hub_cache_path(files, split, cache_dir)
     if dest.exists():
         return dest
+    log.info("building the Parquet cache of %s from %d Hub shards (first use)", split, len(files))
     n = write_parquet(iter_hub_records(files), dest)
     for old in cache_dir.glob(dest.name.rsplit("-", 1)[0] + "-*.parquet"):
         if old != dest:

@@ -452,12 +452,13 @@ def cached_parquet(
     dest = cache_path(source, cache_dir)
     if dest.exists():
         return dest
+    log.info("building the Parquet cache of %s (first use; validates every record)", source)
     n = write_parquet(iter_json_records(source), dest, keep_raw_html)
     prefix = dest.name.rsplit("-", 2)[0] + "-"
     for old in cache_dir.glob(prefix + "*.parquet"):
         if old != dest:
             old.unlink(missing_ok=True)
-    log.info("cached %d Mind2Web tasks from %s at %s", n, source, dest)
+    log.info("cached %d Mind2Web tasks from %s at %s", n, source, dest)  # first use only
     return dest
 
 

@@ -68,6 +68,9 @@ def demo_traces(
             if len(t.token_ids) > cfg.model.max_model_len:
                 skipped += 1
             else:
+                t.advantages = [0.0] * len(
+                    t.spans
+                )  # one per span, as every learner row carries (unused by NLL)
                 traces.append(t)
     if skipped:
         log.warning("%s: %d demo traces longer than model.max_model_len skipped", where, skipped)

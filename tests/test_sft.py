@@ -147,3 +147,15 @@ def test_both_roles_add_extractor_traces_and_skill_cards(tok):
     assert "Reference Skill:" in demo_a and render_card(target).splitlines()[0] in demo_a
     plain, _ = demo_traces([DEMO, DEMO_B], tok, cfg)
     assert all(t.role == "solver" and "Reference Skill" not in tok.decode(t.token_ids) for t in plain)
+
+
+@pytest.mark.parametrize("context", ["sequence", "window"])
+def test_demo_traces_are_valid_learner_rows(tok, context):
+    """What `evorl sft` sends the learner passes the learner's own table validation."""
+    from cluster.core.records import traces_to_table
+    from learner.batching import rows_from_table
+
+    cfg = load_config(None, [f"env.context={context}"])
+    traces, _ = demo_traces([DEMO, DEMO_B], tok, cfg, skill_cards=0.5, extractor=True)
+    rows = rows_from_table(traces_to_table(traces), where="sft batch")
+    assert len(rows) == len(traces) and {r.role for r in rows} == {"solver", "extractor"}

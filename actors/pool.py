@@ -5,8 +5,9 @@ is free. A chunk whose worker dies or exceeds rollout.call_timeout_s is resubmit
 under the same actor name, so no episode is lost; `play` and `generate` share that dispatch. Restarts
 are counted (`restarts`, logged by the trainer as <prefix>/restarts) and capped (rollout.max_restarts
 per pool call); `load_weights` and `versions` replace a worker that died between calls. A replacement
-loads the last pushed weights before it is given any work. Any other
-error is raised as RolloutError naming the actor, the stage and the task.
+loads the last object-store weights before it is given any work (NCCL pushes since then do not reach
+it: its traces carry the version it serves). Any other error is raised as RolloutError naming the
+actor, the stage and the task.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from actors.rollout_worker import EnvFactory, RolloutWorker
 from cluster.core.config import Config
 from cluster.core.generation import Generation, GenParams
 from cluster.core.records import EpisodeJob, EpisodeResult
+from cluster.core.task_files import TaskFiles
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +70,12 @@ class RolloutPool:
         num_workers: int | None = None,
         env_factory: EnvFactory | None = None,
         resources: dict[str, float] | None = None,
+        task_files: TaskFiles | None = None,
     ) -> None:
         import ray
 
         self.cfg = cfg
+        self.task_files = task_files  # the tasks' files in the object store, for workers on other nodes
         self.prefix = name_prefix
         self.env_factory = env_factory
         self.num_workers = num_workers or cfg.rollout.num_workers
@@ -123,7 +127,9 @@ class RolloutPool:
             max_restarts=0,
             runtime_env={"env_vars": env_vars},
             **placement,
-        ).remote(self.cfg, self._name(i), self.cfg.trainer.seed + i, self.env_factory)
+        ).remote(
+            self.cfg, self._name(i), self.cfg.trainer.seed + i, self.env_factory, task_files=self.task_files
+        )
         return actor
 
     def _replace(self, i: int, why: str) -> None:
@@ -273,7 +279,8 @@ class RolloutPool:
     def _each(self, call, stage: str) -> list:
         """`call(worker)` on every worker at once; a worker that died (or whose replacement died) is
         replaced and asked again, at most rollout.max_restarts times per call, like `_dispatch` (a
-        replacement starts from the last pushed weights). Bounded by rollout.call_timeout_s."""
+        replacement starts from the last object-store weights, `_replace`). Bounded by
+        rollout.call_timeout_s."""
         import ray
         from ray.exceptions import GetTimeoutError, OutOfMemoryError, RayActorError
 

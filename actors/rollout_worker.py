@@ -20,6 +20,7 @@ from actors.episode import EpisodeRunner, EpisodeSettings
 from cluster.core.config import Config, EnvConfig
 from cluster.core.generation import Generation, GenParams
 from cluster.core.records import EpisodeJob, EpisodeResult
+from cluster.core.task_files import LocalTaskEnv, TaskFiles
 from envs.base import TextEnv
 
 log = logging.getLogger(__name__)
@@ -55,10 +56,12 @@ class RolloutWorker:
         seed: int = 0,
         env_factory: EnvFactory | None = None,
         engine: Engine | None = None,
+        task_files: TaskFiles | None = None,
     ) -> None:
-        from cluster.core.model_store import resolve_model
+        from cluster.core.model_store import project_cache, resolve_model
+        from cluster.core.task_files import LocalTaskFiles
 
-        logging.basicConfig(level=logging.INFO)
+        logging.basicConfig(level=os.environ.get("EVORL_LOG_LEVEL", "INFO"))
         _cpu_process_settings()
         self.cfg = cfg
         self.name = name
@@ -68,11 +71,20 @@ class RolloutWorker:
         )
         self.runner = EpisodeRunner(self.engine, EpisodeSettings.from_config(cfg))
         self.envs: list[TextEnv] = []
+        # tasks' files from the shipped copy where this node cannot see the driver's
+        shared = cfg.env.data_transfer == "shared"  # checked: a missing file names the setting
+        self.task_files = (
+            LocalTaskFiles(task_files, project_cache() / "task_files") if task_files or shared else None
+        )
         log.info("%s: engine %s ready (pid %d)", name, self.engine.name, os.getpid())
+
+    def _new_env(self) -> TextEnv:
+        env = self.env_factory(self.cfg.env)
+        return LocalTaskEnv(env, self.task_files) if self.task_files else env
 
     def _slots(self, n: int) -> list[TextEnv]:
         while len(self.envs) < n:
-            self.envs.append(self.env_factory(self.cfg.env))
+            self.envs.append(self._new_env())
         return self.envs[:n]
 
     def play(self, jobs: list[EpisodeJob], gen: GenParams, episode_ids: list[str]) -> list[EpisodeResult]:
@@ -93,7 +105,7 @@ class RolloutWorker:
             i = next((k for k, e in enumerate(self.envs) if e is env), None)
             if i is not None:
                 log.warning("%s: env slot %d hung; replaced", self.name, i)
-                self.envs[i] = self.env_factory(self.cfg.env)
+                self.envs[i] = self._new_env()
         self.runner.hung.clear()
 
     def generate(self, prompts: list[list[int]], gen: GenParams | list[GenParams]) -> list[list[Generation]]:

@@ -36,10 +36,11 @@ def build_parts(cfg: Config, run_dir: Path, prefix: str = "") -> TrainerParts:
     retriever = TaskIndex(train_tasks, embedder, cache_dir=project_cache() / "retrieval")
     library = SkillLibrary.open(run_dir / "skills", GateConfig.from_config(cfg.skills))
     learners = LearnerGroup(cfg, name_prefix=f"{prefix}learner")
-    rollout = RolloutPool(cfg, f"{prefix}rollout", cfg.rollout.num_workers)
+    files = task_files(cfg)
+    rollout = RolloutPool(cfg, f"{prefix}rollout", cfg.rollout.num_workers, task_files=files)
     n_eval = cfg.skills.num_eval_workers
     skill_eval = (
-        RolloutPool(cfg, f"{prefix}skill-eval", n_eval, resources=cfg.skills.eval_resources)
+        RolloutPool(cfg, f"{prefix}skill-eval", n_eval, resources=cfg.skills.eval_resources, task_files=files)
         if n_eval
         else rollout
     )
@@ -47,6 +48,17 @@ def build_parts(cfg: Config, run_dir: Path, prefix: str = "") -> TrainerParts:
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(cfg.model.path))
     return TrainerParts(rollout, skill_eval, learners, WeightSync(learners, pools), retriever, library, embedder,
                         tokenizer, train_tasks)  # fmt: skip
+
+
+def task_files(cfg: Config):
+    """The files of every task the run plays (training and eval splits), shipped to the workers when
+    env.data_transfer says so (cluster/core/task_files.py); None when the workers open them in place."""
+    from cluster.core.task_files import ship_if_needed
+    from envs import list_tasks
+
+    splits = dict.fromkeys([cfg.env.train_split, *cfg.env.eval_splits])
+    tasks = [t for s in splits for t in list_tasks(cfg.env, s)]
+    return ship_if_needed(cfg.env.data_transfer, tasks, cfg.env.max_shipped_bytes)
 
 
 def build_evaluator(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 from cluster.core.config import Config
 
@@ -36,6 +37,24 @@ def is_local_model(path: str) -> bool:
     )
 
 
+def make_paths_absolute(cfg: Config) -> None:
+    """Relative paths in the config become absolute against this process's working folder, before
+    any actor starts: a Ray job's actors run in per-node working folders where a relative path
+    names something else (or nothing)."""
+
+    def absolute(p: str) -> str:
+        return str(Path(p).expanduser().absolute()) if p else p
+
+    cfg.trainer.run_dir = absolute(cfg.trainer.run_dir)
+    cfg.env.data_dir = absolute(cfg.env.data_dir)
+    if cfg.serve.token_file:
+        cfg.serve.token_file = absolute(cfg.serve.token_file)
+    from cluster.core.model_store import EMBEDDED
+
+    if cfg.model.path != EMBEDDED and is_local_model(cfg.model.path):
+        cfg.model.path = absolute(cfg.model.path)
+
+
 def _job_env_vars() -> dict[str, str]:
     """env_vars of the Ray job this driver runs in (`ray job submit --runtime-env`), else {}."""
     import json
@@ -65,6 +84,9 @@ def actor_env(cfg: Config) -> dict[str, str]:
         "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", f"{cache}/torch_extensions"),
         "ALFWORLD_DATA": os.environ.get("ALFWORLD_DATA", f"{cache}/alfworld"),
     }
+    # Actors log warnings and errors (they reach the console and `ray job logs`); INFO with -v.
+    level = "INFO" if os.environ.get("EVORL_VERBOSE") == "1" else "WARNING"
+    env.update(EVORL_LOG_LEVEL=level, VLLM_LOGGING_LEVEL=os.environ.get("VLLM_LOGGING_LEVEL", level))
     if is_local_model(cfg.model.path):
         env.update({k: "1" for k in OFFLINE_KEYS})
     for k in ACTOR_ENV_KEYS:
@@ -126,9 +148,7 @@ def init_ray(cfg: Config) -> None:
     if ray.is_initialized():
         return
     c = cfg.cluster
-    # actors' own log lines reach the console only with -v (EVORL_VERBOSE=1); the dashboard has them all
-    kwargs: dict = {"runtime_env": {"env_vars": actor_env(cfg)},
-                    "log_to_driver": os.environ.get("EVORL_VERBOSE") == "1"}  # fmt: skip
+    kwargs: dict = {"runtime_env": {"env_vars": actor_env(cfg)}, "log_to_driver": True}
     if c.address:
         ray.init(address=c.address, **kwargs)
     elif os.environ.get("RAY_ADDRESS"):  # a `ray job submit` driver: join the job's cluster as it is

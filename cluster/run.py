@@ -44,16 +44,24 @@ def prepare_run_dir(cfg: Config, resume: bool, overwrite: bool) -> tuple[Path, t
     used folder without an instruction."""
     run_dir = Path(cfg.trainer.run_dir).expanduser().resolve()
     resume = resume or cfg.trainer.resume == "auto"
+    mirror = None
+    if cfg.trainer.storage_uri:
+        from cluster.run_mirror import RunMirror
+
+        mirror = RunMirror(cfg.trainer.storage_uri)
     if overwrite:
         clear(run_dir)
+        if mirror is not None:
+            mirror.clear()  # or a resume would find the old run's checkpoints there
     elif used(run_dir) and not resume:
         raise ConfigError(
             f"trainer.run_dir: {run_dir} already holds a run; pass --resume to continue it, --overwrite to "
             "start over, or set trainer.resume=auto"
         )
-    found = (
-        CheckpointManager(run_dir / "checkpoints", cfg.learner.keep_checkpoints).latest() if resume else None
-    )
+    ckpts = CheckpointManager(run_dir / "checkpoints", cfg.learner.keep_checkpoints)
+    if resume and mirror is not None and ckpts.latest() is None:
+        mirror.pull(run_dir)  # a new node (or a lost disk): the mirror's newest complete checkpoint
+    found = ckpts.latest() if resume else None
     if resume and found is None and used(run_dir):
         log.warning(
             "%s: no complete checkpoint; starting clean (the interrupted run's records are removed)", run_dir
@@ -66,6 +74,7 @@ def prepare_run_dir(cfg: Config, resume: bool, overwrite: bool) -> tuple[Path, t
 def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> int:
     from cluster.factory import build_evaluator, build_parts
 
+    placement.make_paths_absolute(cfg)
     run_dir, found = prepare_run_dir(cfg, resume, overwrite)
     atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode())
     placement.init_ray(cfg)
@@ -91,15 +100,25 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> int:
         )
     metrics = Metrics.from_config(cfg, run_dir, resumed_at=resumed_from)
     timers: dict[str, float] = {}
+    mirror = None
+    if cfg.trainer.storage_uri:
+        from cluster.run_mirror import RunMirror
+
+        mirror = RunMirror(cfg.trainer.storage_uri)
+
+    def checkpoint() -> None:
+        ckpt.save(trainer.iteration, parts.learners, trainer.state())
+        if mirror is not None:
+            mirror.push(run_dir)  # a failed upload is logged and retried at the next one
+
     try:
         started, budget = time.monotonic(), cfg.trainer.time_budget_s
         while trainer.iteration < cfg.trainer.iterations:
             if budget and time.monotonic() - started > budget:
                 log.info("trainer.time_budget_s=%g spent after %d iterations", budget, trainer.iteration)
                 break
-            trainer.prefetch = (
-                trainer.iteration + 1 < cfg.trainer.iterations
-            )  # trainer.overlap: not past the end
+            # trainer.overlap: nothing collected ahead for an iteration past the end
+            trainer.prefetch = trainer.iteration + 1 < cfg.trainer.iterations
             stats = trainer.step()
             for k, v in stats.items():
                 if k.startswith("time/"):
@@ -110,9 +129,9 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> int:
             metrics.log(trainer.iteration, stats)
             console.summary(trainer.iteration, cfg.trainer.iterations, stats)
             if trainer.iteration % cfg.trainer.checkpoint_every == 0:
-                ckpt.save(trainer.iteration, parts.learners, trainer.state())
+                checkpoint()
         if trainer.iteration and not (ckpt.root / checkpoint_name(trainer.iteration)).is_dir():
-            ckpt.save(trainer.iteration, parts.learners, trainer.state())  # the last iteration is always kept
+            checkpoint()  # the last iteration is always kept
         final = evaluator.run(cfg.trainer.eval_protocol) if cfg.env.eval_splits else {}
         metrics.log(trainer.iteration, final)
         summary = {
@@ -128,8 +147,11 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> int:
             "library": library_summary(parts.library),
             "final_eval": final,
             "time_per_stage_s": timers,
+            "transfers": transfers(parts, mirror),
         }
         write_json_plain(run_dir / "summary.json", summary)
+        if mirror is not None:
+            mirror.push(run_dir)
         print_summary(trainer, final, summary, run_dir)
     finally:
         trainer.close()
@@ -138,6 +160,19 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> int:
             pool.shutdown()
         parts.learners.shutdown()
     return 0
+
+
+def transfers(parts, mirror) -> dict:
+    """How files crossed nodes (docs/cluster.md, Storage): task files shipped, checkpoint ranks
+    through the object store, the run mirror's uploads."""
+    shipped = parts.rollout.task_files
+    return {
+        "task_files_shipped": shipped.files if shipped else 0,
+        "task_file_bytes": shipped.bytes if shipped else 0,
+        "checkpoint_ranks_via_object_store": getattr(parts.learners, "ranks_via_object_store", 0),
+        "storage_uri": mirror.uri if mirror else "",
+        "storage_upload_failures": mirror.failures if mirror else 0,
+    }
 
 
 def print_summary(trainer: Trainer, final: dict[str, float], summary: dict, run_dir: Path) -> None:
@@ -172,17 +207,18 @@ def evaluate_only(
     from actors.pool import RolloutPool
     from cluster.checkpoint import resolve_model_dir
     from cluster.core.model_store import resolve_model
-    from cluster.factory import build_evaluator
+    from cluster.factory import build_evaluator, task_files
     from skills.library import SkillLibrary
 
+    placement.make_paths_absolute(cfg)
     if checkpoint:
-        cfg = replace(cfg, model=replace(cfg.model, path=str(resolve_model_dir(checkpoint))))
+        cfg = replace(cfg, model=replace(cfg.model, path=str(resolve_model_dir(checkpoint).absolute())))
     if protocol == "library" and not skills:
         raise ConfigError("--protocol library needs --skills DIR (a skill library folder)")
     placement.init_ray(cfg)
     ensure_data(cfg)
     library = SkillLibrary.open(Path(skills)) if skills else None
-    pool = RolloutPool(cfg, "rollout", cfg.rollout.num_workers)
+    pool = RolloutPool(cfg, "rollout", cfg.rollout.num_workers, task_files=task_files(cfg))
     try:
         tok = AutoTokenizer.from_pretrained(resolve_model(cfg.model.path))
         evaluator = build_evaluator(cfg, pool, tok, library, statuses=statuses)

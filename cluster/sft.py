@@ -217,7 +217,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
 
     from cluster.core.model_store import resolve_model
     from cluster.core.records import traces_to_table
-    from cluster.placement import init_ray
+    from cluster.placement import init_ray, make_paths_absolute
     from envs.alfworld.check import read_demos
     from learner.group import LearnerGroup
 
@@ -234,9 +234,10 @@ def cmd_sft(args: argparse.Namespace) -> int:
     if not traces:
         print(f"error: {args.demos}: no usable demonstration", file=sys.stderr)
         return 2
-    out = Path(args.out or str(Path(cfg.trainer.run_dir) / "sft"))
+    out = Path(args.out or str(Path(cfg.trainer.run_dir) / "sft")).absolute()
     roles = {r: sum(t.role == r for t in traces) for r in ("solver", "extractor")}
     print(f"[sft] {len(traces)} demo traces {roles} ({skipped} skipped), {args.epochs} epochs -> {out}")
+    make_paths_absolute(cfg)
     init_ray(cfg)
     group = LearnerGroup(cfg)
     out.mkdir(parents=True, exist_ok=True)

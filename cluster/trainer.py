@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -60,6 +61,10 @@ class TrainerParts:
         return [self.rollout] if self.skill_eval is self.rollout else [self.rollout, self.skill_eval]
 
 
+class CollectCancelled(RuntimeError):
+    """A collection ahead (trainer.overlap) stopped by Trainer.close()."""
+
+
 @dataclass
 class Batch:
     """One iteration's sampled data: the traces to train on, the skill groups, their metrics."""
@@ -93,6 +98,7 @@ class Trainer:
         self._next: Batch | None = None  # the batch collected ahead (trainer.overlap)
         self._sampler_before_next: dict | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._closing = threading.Event()  # set by close(): a collection in flight stops at its next chunk
 
     # ---- the algorithm -------------------------------------------------------------------------
     def step(self) -> dict[str, float]:
@@ -267,10 +273,24 @@ class Trainer:
 
     # ---- bookkeeping ---------------------------------------------------------------------------
     def _stage(self, name: str, iteration: int | None = None):
-        if self.progress is None:
-            return None
-        self.progress.iteration = (self.iteration if iteration is None else iteration) + 1
-        return self.progress.stage(name)
+        """The pool's per-chunk callback: the console's progress, and where a collection ahead stops
+        once close() is called (an error or Ctrl-C in the main thread), not after all its stages."""
+        self._stop_if_closing()
+        bar = None
+        if self.progress is not None:
+            self.progress.iteration = (self.iteration if iteration is None else iteration) + 1
+            bar = self.progress.stage(name)
+
+        def update(done: int, total: int) -> None:
+            self._stop_if_closing()
+            if bar is not None:
+                bar(done, total)
+
+        return update
+
+    def _stop_if_closing(self) -> None:
+        if self._closing.is_set():
+            raise CollectCancelled("trainer closed: the batch collected ahead is abandoned")
 
     @contextmanager
     def timer(self, stage: str, into: dict[str, float] | None = None):
@@ -285,15 +305,18 @@ class Trainer:
         return self._pool
 
     def close(self) -> None:
-        """Drop a batch collected ahead (`trainer.overlap`) that no iteration will train on."""
+        """Drop a batch collected ahead (`trainer.overlap`) that no iteration will train on; one still
+        being collected (the main thread failed or was interrupted) stops at its next chunk."""
         if self._next is not None:
             log.info(
                 "trainer.overlap: the batch collected for iteration %d is not trained on", self.iteration + 1
             )
             self._next = None
         if self._pool is not None:
+            self._closing.set()
             self._pool.shutdown(wait=True)
             self._pool = None
+            self._closing.clear()
 
     def save_trajectories(self, traces: list[Trace]) -> None:
         """Every sampled trace is kept on disk, trained on or not (atomic Parquet, page checksums)."""

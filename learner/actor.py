@@ -67,6 +67,16 @@ def cpu_threads(configured: int, world_size: int, own_cpus: float | None = None)
     return max(1, cores // max(world_size, 1))
 
 
+def node_id() -> str:
+    """The Ray node this process runs on ("" outside Ray)."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+    except Exception:
+        return ""
+
+
 def node_ip() -> str:
     try:
         import ray
@@ -80,6 +90,7 @@ class Learner:
     """One DeepSpeed data-parallel rank. See module doc for the call order."""
 
     def __init__(self, cfg: Config, rank: int = 0, world_size: int = 1, seed: int | None = None) -> None:
+        logging.basicConfig(level=os.environ.get("EVORL_LOG_LEVEL", "INFO"))
         self.cfg = cfg
         self.lcfg = cfg.learner
         self.rank = rank
@@ -154,7 +165,8 @@ class Learner:
                  self.rank, self.world_size, self.model_path, self.zero, self.dtype, self.checkpointing,
                  self.ref is not None)  # fmt: skip
         return {"rank": self.rank, "params": n_params, "zero_stage": self.zero, "device": str(self.device),
-                "gradient_checkpointing": self.checkpointing, "reference_model": self.ref is not None}  # fmt: skip
+                "gradient_checkpointing": self.checkpointing, "reference_model": self.ref is not None,
+                "node_id": node_id()}  # fmt: skip
 
     # ---- training -------------------------------------------------------------------------
     def _coef_tables(self) -> dict[str, torch.Tensor]:
@@ -438,17 +450,23 @@ class Learner:
         return h.hexdigest()
 
     # ---- checkpoints -----------------------------------------------------------------------
-    def save_checkpoint(self, folder: str) -> str:
+    def save_checkpoint(self, folder: str, ship: bool = False) -> str | dict[str, list]:
         """Write into `folder`: an HF model folder (safetensors + tokenizer) loadable as is by vLLM and
         transformers, `deepspeed/` (ZeRO optimizer shards) and learner_state.json. The caller
-        publishes the folder (cluster/checkpoint.py). Collective: every rank calls it."""
+        publishes the folder (cluster/checkpoint.py). Collective: every rank calls it.
+
+        `ship`: `folder` is this node's staging folder (the driver's run folder is not mounted
+        here); return what was written there through the object store, {path: [ObjectRef]}, and
+        remove it (LearnerGroup.save writes it into the run folder)."""
         import torch.distributed as dist
+
+        from cluster.core.folder_transfer import pack
 
         out = Path(folder)
         if self.rank == 0:
             shutil.rmtree(out, ignore_errors=True)
-            out.mkdir(parents=True)
         dist.barrier()
+        out.mkdir(parents=True, exist_ok=True)  # each node's ranks write their own parts
         self.engine.save_checkpoint(str(out / "deepspeed"), tag="state")
         state = self._full_state()
         if self.rank == 0:
@@ -457,15 +475,28 @@ class Learner:
             (out / STATE_FILE).write_text(json.dumps(
                 {"steps": self.steps, "base_model": self.model_path, "world_size": self.world_size}))  # fmt: skip
         dist.barrier()
-        return str(out)
+        if not ship:
+            return str(out)
+        packed = pack(out)
+        shutil.rmtree(out, ignore_errors=True)
+        return packed
 
-    def load_checkpoint(self, folder: str) -> int:
-        """Resume from a folder written by save_checkpoint; returns the optimizer steps it had."""
+    def load_checkpoint(self, folder: str, shipped: dict[str, list] | None = None) -> int:
+        """Resume from a folder written by save_checkpoint; returns the optimizer steps it had.
+        `shipped`: the files this rank needs (folder_transfer.rank_files) through the object store,
+        written into `folder` (this node's staging folder) first."""
         ckpt = Path(folder)
+        if shipped is not None:
+            from cluster.core.folder_transfer import unpack
+
+            shutil.rmtree(ckpt, ignore_errors=True)
+            unpack(shipped, ckpt)
         load_path, _ = self.engine.load_checkpoint(str(ckpt / "deepspeed"), tag="state")
         if load_path is None:
             raise FileNotFoundError(f"{ckpt}/deepspeed: no DeepSpeed state with tag 'state'")
         self.steps = int(json.loads((ckpt / STATE_FILE).read_text())["steps"])
+        if shipped is not None:
+            shutil.rmtree(ckpt, ignore_errors=True)
         return self.steps
 
     def ping(self) -> str:

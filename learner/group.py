@@ -8,6 +8,7 @@ bundle holds its CPUs, GPUs and the custom resources of `learner.resources` (a n
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -36,6 +37,7 @@ class LearnerGroup:
         self.timeout_s = timeout_s
         self.name_prefix = name_prefix
         self.actors: list = []
+        self.ranks_via_object_store = 0  # in the last save: ranks whose files came through the object store
         m = cfg.learner.num_learners
         gpus = cfg.learner.num_gpus_per_learner
         if num_cpus_per_learner is None:
@@ -124,12 +126,65 @@ class LearnerGroup:
     def digests(self) -> list[str]:
         return self._get([a.weights_digest.remote() for a in self.actors], "weights_digest")
 
+    def _remote_ranks(self) -> list[bool]:
+        """Per rank: does it run where `folder` paths of this driver are not visible?
+        learner.checkpoint_transfer: auto = on another Ray node than this driver; object_store =
+        every rank (one machine can test the path); shared = none (the run folder is mounted)."""
+        import ray
+
+        mode = self.cfg.learner.checkpoint_transfer
+        if mode != "auto":
+            return [mode == "object_store"] * self.size
+        here = ray.get_runtime_context().get_node_id()
+        return [info.get("node_id", here) != here for info in self.info]
+
+    def _staging(self, token: str) -> str:
+        from cluster.core.model_store import project_cache
+
+        return str(project_cache() / "checkpoint-staging" / token)
+
     def save(self, folder: str) -> str:
-        """Every rank writes its part into `folder` (the caller publishes it)."""
-        return self._get([a.save_checkpoint.remote(folder) for a in self.actors], "save_checkpoint")[0]
+        """Every rank writes its part into `folder` (the caller publishes it). Ranks on nodes without
+        the run folder write into their node's staging folder; the first such rank per node returns
+        the node's files through the object store and the driver writes them here."""
+        import uuid
+
+        remote = self._remote_ranks()
+        staging = self._staging(uuid.uuid4().hex[:12])
+        shippers: dict[str, int] = {}
+        for r, info in enumerate(self.info):
+            if remote[r]:
+                shippers.setdefault(info.get("node_id", ""), r)
+        ship = set(shippers.values())
+        refs = [a.save_checkpoint.remote(staging if remote[r] else folder, r in ship)
+                for r, a in enumerate(self.actors)]  # fmt: skip
+        answers = self._get(refs, "save_checkpoint")
+        self.ranks_via_object_store = sum(remote)
+        if ship:
+            from cluster.core.folder_transfer import unpack
+
+            for r in sorted(ship):
+                unpack(answers[r], folder)
+        return folder
 
     def load(self, folder: str) -> int:
-        return self._get([a.load_checkpoint.remote(folder) for a in self.actors], "load_checkpoint")[0]
+        """Every rank resumes from `folder`; a rank on a node without it gets its own files (its ZeRO
+        shards, the DeepSpeed state, learner_state.json) through the object store."""
+        import uuid
+
+        from cluster.core.folder_transfer import files_under, pack, rank_files
+        from learner.actor import STATE_FILE
+
+        remote = self._remote_ranks()
+        staging = self._staging(uuid.uuid4().hex[:12])
+        every = files_under(Path(folder)) if any(remote) else []
+        refs = [
+            a.load_checkpoint.remote(f"{staging}/rank{r}", pack(folder, rank_files(every, r, (STATE_FILE,))))
+            if remote[r]
+            else a.load_checkpoint.remote(folder)
+            for r, a in enumerate(self.actors)
+        ]
+        return self._get(refs, "load_checkpoint")[0]
 
     def shutdown(self) -> None:
         import ray

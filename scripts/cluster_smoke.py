@@ -329,8 +329,10 @@ def main() -> int:
             ok = True
             return 0
         run_dir = shared / "runs" / "quickstart"
+        bucket = base / "bucket" / "quickstart"  # trainer.storage_uri: the run's mirror (not under mnt/)
         train = [str(BIN / "evorl"), "train", "--config", "configs/quickstart.yaml", "trainer.resume=auto",
-                 f"trainer.run_dir={run_dir}", f"env.data_dir={shared / 'data' / 'alfworld-easy'}"]  # fmt: skip
+                 f"trainer.run_dir={run_dir}", f"env.data_dir={shared / 'data' / 'alfworld-easy'}",
+                 f"trainer.storage_uri=file://{bucket}"]  # fmt: skip
         job1 = cluster.submit(
             "evorl-smoke-1", [*train, *SMALL, "trainer.iterations=1"], renv, args.job_timeout
         )
@@ -349,6 +351,16 @@ def main() -> int:
         log(
             f"checkpoint iter-00001: {n_files} files verified; skill library v{lib.load_report.version}, {len(lib)} skills"
         )
+        moved = json.loads((run_dir / "summary.json").read_text())["transfers"]
+        if moved["task_files_shipped"] < 1 or moved["checkpoint_ranks_via_object_store"] != 1:
+            raise RuntimeError(
+                f"the learner and rollout nodes did not get their files through the object store: {moved}"
+            )
+        if not (bucket / "checkpoints" / "iter-00001" / "MANIFEST.json").is_file():
+            raise RuntimeError(f"trainer.storage_uri: no mirrored iter-00001 under {bucket}")
+        log(f"transfers: {moved['task_files_shipped']} task files shipped, the learner's checkpoint through the "
+            f"object store, the run mirrored at file://{bucket}")  # fmt: skip
+        shutil.rmtree(run_dir)  # the head's disk is lost: the next job has only the mirror
         cluster.submit("evorl-smoke-2", [*train, *SMALL, "trainer.iterations=2"], renv, args.job_timeout)
         summary = json.loads((run_dir / "summary.json").read_text())
         if summary.get("resumed_from_iteration") != 1 or summary.get("iteration") != 2:
@@ -357,8 +369,10 @@ def main() -> int:
         print(f"cluster-smoke: OK: 3 raylets with token auth (job API 401 without the token, refuses a wrong one); "
               f"README submission (runtime_env.yaml, venv entrypoint) succeeded with rollout-0 on the rollout "
               f"node and learner-0 on the learner node; checkpoint iter-00001 complete ({n_files} files), "
-              f"skill library v{lib.load_report.version} ({len(lib)} skills); resubmission with "
-              f"trainer.resume=auto continued from iteration 1 to 2 (iter-00002, {n2} files); raylets ended "
+              f"skill library v{lib.load_report.version} ({len(lib)} skills); task files and the learner's "
+              f"checkpoint through the object store; with the run folder deleted, a resubmission with "
+              f"trainer.resume=auto restored iteration 1 from trainer.storage_uri and continued to 2 "
+              f"(iter-00002, {n2} files); raylets ended "
               f"by PID ({time.monotonic() - t0:.0f} s)")  # fmt: skip
         ok = True
         return 0

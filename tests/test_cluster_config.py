@@ -288,3 +288,16 @@ def test_kuberay_manifests_match_the_crd_schemas():
                 assert _schema_errors(doc, crds[doc["kind"]], f"{file}:{doc['kind']}") == []
                 checked += 1
     assert checked == 2
+
+
+def test_actor_log_level_follows_verbose(monkeypatch):
+    """Actors log warnings by default (console and `ray job logs` stay readable); INFO with -v."""
+    from cluster import placement
+    from cluster.core.config import load_config
+
+    monkeypatch.delenv("EVORL_VERBOSE", raising=False)
+    monkeypatch.delenv("VLLM_LOGGING_LEVEL", raising=False)
+    env = placement.actor_env(load_config(None))
+    assert env["EVORL_LOG_LEVEL"] == "WARNING" and env["VLLM_LOGGING_LEVEL"] == "WARNING"
+    monkeypatch.setenv("EVORL_VERBOSE", "1")
+    assert placement.actor_env(load_config(None))["EVORL_LOG_LEVEL"] == "INFO"

@@ -128,3 +128,28 @@ def test_weight_sync_both_paths_match_the_learner(group, tok):
         assert gap() < 1e-3 and pool.versions() == [2]
     finally:
         pool.shutdown()
+
+
+def test_checkpoint_through_the_object_store(group, tok, tmp_path):
+    """learner.checkpoint_transfer=object_store (what ranks on other nodes do): each rank's files come
+    to the driver's folder through the object store, and go back to each rank on resume, its own
+    ZeRO shards only; the resumed replicas equal the saved ones."""
+    group.cfg.learner.checkpoint_transfer = "object_store"
+    try:
+        folder = tmp_path / "model"
+        assert group.save(str(folder)) == str(folder)
+        files = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+        shards = sorted(f for f in files if "zero_pp_rank_" in f and "optim_states" in f)
+        assert "model.safetensors" in files and "learner_state.json" in files
+        assert [s.split("zero_pp_rank_")[1][0] for s in shards] == ["0", "1"]  # both ranks' parts arrived
+        saved = group.digests()
+        group.train(table(tok, [1.0, -1.0, 0.5, -0.5, 1.0]))
+        assert group.digests() != saved
+        group.load(str(folder))
+        assert group.digests() == saved
+        from cluster.core.model_store import project_cache
+
+        left = [p for p in (project_cache() / "checkpoint-staging").glob("*/*") if any(p.rglob("*.pt"))]
+        assert not left  # the ranks' staging copies are removed
+    finally:
+        group.cfg.learner.checkpoint_transfer = "auto"

@@ -119,3 +119,32 @@ def test_pool_weights_and_worker_kill(ray_session, tmp_path):
         assert pool.versions() == [3]  # the replacement worker got the last push
     finally:
         pool.shutdown()
+
+
+def test_worker_plays_real_games_from_shipped_task_files(ray_session, tmp_path):
+    """env.data_transfer=object_store: the driver's game folder is gone once shipped (as on a node
+    that does not mount it) and the worker still plays the real ALFWorld games, from its copy."""
+    import shutil
+
+    from actors.pool import RolloutPool
+    from cluster.core.task_files import TaskFiles
+    from envs.alfworld.generator import generate
+    from envs.alfworld.tasks import list_tasks
+
+    games = tmp_path / "driver-games"
+    generate(str(games), per_type=1, seed=4, preset="easy", splits=["train"],
+             task_types=["pick_and_place_simple", "pick_heat_then_place_in_recep"])  # fmt: skip
+    tasks = list_tasks(str(games), "train")
+    cfg = load_config(None, [f"env.data_dir={games}", "env.max_steps=2", "env.data_transfer=object_store",
+                             "engine.kv_cache_gib=0.25", "model.max_model_len=1024",
+                             "skills.extractor_max_tokens=64"])  # fmt: skip
+    shipped = TaskFiles.ship(tasks, cfg.env.max_shipped_bytes)
+    shutil.rmtree(games)
+    pool = RolloutPool(cfg, "shipped-rollout", num_workers=1, task_files=shipped)
+    try:
+        results = pool.play([EpisodeJob(t) for t in tasks], GenParams(temperature=1.0, max_tokens=8, seed=0))
+    finally:
+        pool.shutdown()
+    assert [r.task.task_id for r in results] == [t.task_id for t in tasks]
+    assert all(not r.failed and r.steps >= 1 for r in results), [r.error for r in results]
+    assert all(r.task.ref.startswith(str(games)) for r in results)  # results name the driver's files

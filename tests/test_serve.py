@@ -208,6 +208,22 @@ def test_model_from_checkpoint_layouts(tmp_path):
         model_from_checkpoint(str(tmp_path / "missing"))
 
 
+def test_play_refuses_an_unusable_token_file(tmp_path, monkeypatch, capsys):
+    """A token file that is missing, empty or not text stops `evorl play` before any request (an
+    empty one would otherwise send no token and get 401 on every episode)."""
+    from cluster.cli import main
+
+    empty, binary = tmp_path / "empty", tmp_path / "binary"
+    empty.write_text("\n")
+    binary.write_bytes(b"\xff\xfe\x00token")
+    for path, needle in ((empty, "empty"), (binary, "decode"), (tmp_path / "missing", "No such file")):
+        monkeypatch.setenv("EVORL_TOKEN_FILE", str(path))  # the default of --token-file
+        with pytest.raises(SystemExit) as e:
+            main(["play", "--endpoint", "http://127.0.0.1:9", "--env", "mind2web"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and f"--token-file {path}" in err and needle in err, err
+
+
 @pytest.mark.parametrize("context", ["sequence", "window"])
 def test_serving_prompt_is_the_rollout_prompt(context):
     """/act builds the prompt the episode loop built at the same point of the same episode."""

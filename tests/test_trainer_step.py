@@ -289,3 +289,36 @@ def test_overlap_trains_one_version_stale_batches_and_resumes_without_losing_tas
     fresh.step()
     assert [j.task.task_id for j in pool2.played[0]] == drawn[1]
     trainer.close()
+
+
+def test_overlap_close_stops_a_collection_in_flight(tokenizer, tmp_path):
+    """An error (or Ctrl-C) in the main thread while the next batch is being collected: `close()`
+    stops that collection at its next chunk instead of waiting for the whole of it."""
+    import threading
+    import time
+
+    over = ["trainer.mode=grpo", "trainer.overlap=true", "rollout.engine_logprobs=true"]
+    trainer, pool, learners = make_trainer(tokenizer, tmp_path, *over)
+    trainer.step()
+    started, chunks = threading.Event(), []
+
+    def slow_play(jobs, gen, progress=None):  # 100 chunks of 50 ms: 5 s uninterrupted
+        started.set()
+        for k in range(100):
+            time.sleep(0.05)
+            chunks.append(k)
+            if progress is not None:
+                progress(k + 1, 100)
+        return FakePool.play(pool, jobs, gen)
+
+    def failing_train(table):
+        started.wait(5)
+        raise RuntimeError("learner died")
+
+    pool.play, learners.train = slow_play, failing_train
+    with pytest.raises(RuntimeError, match="learner died"):
+        trainer.step()
+    t0 = time.perf_counter()
+    trainer.close()
+    assert time.perf_counter() - t0 < 2.0 and len(chunks) < 100
+    assert trainer._next is None

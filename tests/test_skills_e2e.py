@@ -52,7 +52,9 @@ def engine():
         path = resolve_model("embedded")
     except FileNotFoundError as e:
         pytest.skip(str(e))
-    return VLLMEngine(path, EngineConfig(kv_cache_gib=0.5), seed=0, max_model_len=2048)
+    e = VLLMEngine(path, EngineConfig(kv_cache_gib=0.5), seed=0, max_model_len=2048)
+    yield e
+    e.close()
 
 
 def test_two_skills_two_tasks_four_episodes_and_the_library(engine, tmp_path):

@@ -128,8 +128,12 @@ def metrics_port(port: int) -> int:
 
     for candidate in (port, 0) if port else (0,):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            # as the metrics server binds: connections of a run that just ended (TIME_WAIT) do not
+            # make the port taken, a listening socket does
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", candidate))
+                s.listen()
             except OSError:
                 continue
             free = s.getsockname()[1]

@@ -86,4 +86,8 @@ def test_train_two_iterations(tmp_path, ray_session):
     assert (run / "checkpoints" / "iter-00002" / "model" / "config.json").exists()
     assert (run / "skills").exists()
 
-    assert "evorl_" in scrape(cfg.cluster.metrics_export_port)
+    import ray
+
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    assert port == cfg.cluster.metrics_export_port  # the configured port (free: nothing else listens)
+    assert "evorl_" in scrape(port)

@@ -58,9 +58,7 @@ def check(cond: bool, msg: str) -> None:
 # ---- scripted envs (the workers import this module by value) -----------------------------------
 class SlowEnv:
     """Never won; each step takes 0.2 s, so a kill lands mid-batch. Task text "hang": its first step
-    never returns (released by the probe's end)."""
-
-    release = threading.Event()
+    does not return for 10 minutes (the worker is killed first, at the pool's shutdown)."""
 
     def __init__(self, max_steps: int = 3) -> None:
         self.max_steps, self.n, self.task = max_steps, 0, None
@@ -78,7 +76,7 @@ class SlowEnv:
         from envs.base import StepResult
 
         if self.task.text == "hang":
-            self.release.wait(600)
+            time.sleep(600)
         self.n += 1
         time.sleep(0.2)
         return StepResult(self._obs("Nothing."), 0.0, self.n >= self.max_steps, False)
@@ -135,7 +133,7 @@ def policy_versions(ray, cfg, learners):
             f"restarts {pool.restarts}, versions {versions}",
         )
         t = Trainer.__new__(Trainer)
-        t.policy_version, t.iteration = 3, 0
+        t.cfg, t.policy_version, t.iteration = cfg, 3, 0
         stale = [*eps[0].traces, *eps[1].traces]
         stale[0].policy_version = 2
         stats: dict = {}
@@ -281,9 +279,11 @@ def bad_input(tmp: Path):
     seen = []
     deep = tmp / "deep.yaml"
     deep.write_text("trainer: " + "[" * 20000 + "]" * 20000)
+    deep_json = tmp / "state.json"
+    deep_json.write_text('{"payload": ' + "[" * 9999 + "]" * 9999 + "}")
     for label, fn, exc in (
         ("config", lambda: load_config(deep), ConfigError),
-        ("state", lambda: (tmp / "s.json").write_text('{"payload": ' + "[" * 9999 + "]" * 9999 + "}") or read_json(tmp / "s.json"), CorruptFileError),
+        ("state", lambda: read_json(deep_json), CorruptFileError),
         ("serve body", lambda: decode_body(b"[" * 5000 + b"]" * 5000, 10**6), RequestError),
     ):  # fmt: skip
         try:
@@ -464,7 +464,6 @@ def main() -> None:
     except TimeoutError as e:
         RESULTS.append({"scenario": "probe", "result": "FAIL", "seen": str(e)})
     finally:
-        SlowEnv.release.set()
         signal.alarm(0)
         ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)

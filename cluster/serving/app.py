@@ -16,6 +16,7 @@ import asyncio
 import hmac
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -69,8 +70,16 @@ class AgentServer:
         self.model_name = Path(model_path).name
         self.in_flight = 0
 
-    async def _run(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+    async def _run(self, fn, *args, deadline: float | None = None):
+        """`fn` on the engine thread. Work still queued at its `deadline` (monotonic) is skipped: its
+        client has had its 504, and running it would only hold up the requests queued after it."""
+
+        def call():
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError("expired while queued for the engine")
+            return fn(*args)
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
     async def _act(self, reqs: list[AgentRequest]) -> list[dict | RequestError]:
@@ -132,8 +141,10 @@ class AgentServer:
 
     @app.post("/v1/chat/completions")
     async def chat(self, request: Request) -> JSONResponse:
+        deadline = time.monotonic() + self.cfg.serve.request_timeout_s
+
         async def handle():
-            return await self._run(self.core.chat, await self._body(request))
+            return await self._run(self.core.chat, await self._body(request), deadline=deadline)
 
         return await self._guarded(request, handle)
 

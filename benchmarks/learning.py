@@ -305,6 +305,7 @@ def stage_report(args) -> None:
         rnd = json.loads(p.read_text())["splits"]
         report["mind2web"]["m2w-random"] = {f"eval/{s}/no_skill/{k}": r[k] for s, r in rnd.items()
                                             for k in ("element_acc", "op_f1", "step_sr", "task_sr")}  # fmt: skip
+    report["seeds_completed"] = sorted({int(s) for runs in report["runs"].values() for s in runs})
     write_json_plain(OUT / "learning.json", report)
     plot(report)
     (OUT / "learning.md").write_text(markdown(report))
@@ -314,6 +315,8 @@ def stage_report(args) -> None:
 def plot(report: dict) -> None:
     import matplotlib
 
+    if not any(report["runs"].values()):
+        return  # no run, no curve (an empty plot would read as a result)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -373,6 +376,11 @@ def markdown(r: dict) -> str:
         lines.append(
             f"| {mode} | {_ci(w['trained'])} | {_ci(w['heldout'])} | {_ci(o['trained'])} | {_ci(o['heldout'])} |"
         )
+    if not r.get("seeds_completed"):
+        lines += [
+            "",
+            "No grpo or evolving run is in this report yet (stage `runs`): the rows above are the start only.",
+        ]
     lines += ["", "## Runs", "", "| run | iterations | policy version | wall s | library | online paired, trained | library protocol paired, trained |",
               "|---|---|---|---|---|---|---|"]  # fmt: skip
     for mode, runs in r["runs"].items():

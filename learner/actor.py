@@ -245,15 +245,17 @@ class Learner:
         role_tokens, total_samples = totals[:-1], totals[-1]
         total_tokens = sum(role_tokens)
         weights = token_weights(rows, self.lcfg.loss_agg, total_tokens, total_samples)
-        units = plan_units(rows, self.lcfg.share_prompts, self.lcfg.micro_batch_tokens)
+        tree = self.lcfg.prefix_tree
+        units = plan_units(rows, self.lcfg.share_prompts, self.lcfg.micro_batch_tokens, tree)
         plan = plan_micro_batches(
-            [unit_length([rows[j] for j in u]) for u in units], self.lcfg.micro_batch_tokens
+            [unit_length([rows[j] for j in u], tree) for u in units], self.lcfg.micro_batch_tokens
         )
         mbs = [
             collate_units(
                 [[rows[j] for j in units[k]] for k in group],
                 self.pad_id,
                 [[weights[j] for j in units[k]] for k in group],
+                tree,
             )  # fmt: skip
             for group in plan
         ]

@@ -9,8 +9,11 @@ Shared prompts: the G GRPO samples of one task start from the same prompt, and t
 candidates of one trajectory share a long one. Rows with identical ids before their first generated
 token form a unit computed as one sequence `prompt + rest_1 + ... + rest_m`: each rest attends to the
 prompt and to itself (a per-row boolean attention mask, position ids restarting after the prompt),
-so the prompt is encoded once instead of m times. The logprobs are those of the separate rows
-(tests/test_learner_units.py).
+so the prompt is encoded once instead of m times. With `prefix_tree` the rests' common prefixes are
+stored once too (a token prefix tree, flattened: each token attends to its ancestors, its position id
+is its depth): G sequence traces of one task that took the same first actions share those turns,
+as the window rows of identical prompts shared them before. The logprobs are those of the separate
+rows (tests/test_learner_units.py).
 
 Loss aggregation (`learner.loss_agg`) is a per-token weight computed here: token_mean = 1 / (all
 trained tokens); sample_mean = 1 / (tokens of the token's sample x number of samples), a sample being
@@ -142,9 +145,61 @@ def token_weights(
     return [[1.0 / (max(per_sample[r.sample_id], 1) * max(total_samples, 1.0))] * r.n_trained for r in rows]
 
 
-def plan_units(rows: list[Row], share_prompts: bool, token_budget: int) -> list[list[int]]:
+class PrefixTree:
+    """The rows of one unit as a token prefix tree, nodes numbered in insertion order (a parent
+    before its children). `prefix_tree=False` shares only the common prompt: every rest gets new
+    nodes."""
+
+    def __init__(self, prompt_len: int, prefix_tree: bool = True) -> None:
+        self.tokens: list[int] = []
+        self.parent: list[int] = []  # -1 = a root
+        self.depth: list[int] = []
+        self._children: list[dict[int, int]] = []
+        self._roots: dict[int, int] = {}
+        self.prompt_len, self.share_rests = prompt_len, prefix_tree
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def _walk(self, ids: list[int]) -> list[int]:
+        """Node indices of the longest prefix of `ids` already stored."""
+        path: list[int] = []
+        limit = len(ids) if self.share_rests else min(self.prompt_len, len(ids))
+        kids = self._roots
+        for t in ids[:limit]:
+            node = kids.get(t)
+            if node is None:
+                break
+            path.append(node)
+            kids = self._children[node]
+        return path
+
+    def added(self, ids: list[int]) -> int:
+        """How many nodes inserting `ids` would add."""
+        return len(ids) - len(self._walk(ids))
+
+    def insert(self, ids: list[int]) -> list[int]:
+        """Store `ids`; the node of each of its tokens."""
+        path = self._walk(ids)
+        for t in ids[len(path) :]:
+            node, parent = len(self.tokens), (path[-1] if path else -1)
+            self.tokens.append(t)
+            self.parent.append(parent)
+            self.depth.append(len(path))
+            self._children.append({})
+            if parent < 0:
+                self._roots.setdefault(t, node)
+            elif self.share_rests or len(path) < self.prompt_len:
+                self._children[parent].setdefault(t, node)
+            path.append(node)
+        return path
+
+
+def plan_units(
+    rows: list[Row], share_prompts: bool, token_budget: int, prefix_tree: bool = True
+) -> list[list[int]]:
     """Row indices grouped into units that share a prompt (one row per unit without sharing); a unit
-    stays within `token_budget` (prompt + its rests) unless a single row is longer."""
+    stays within `token_budget` (its prefix tree's size) unless a single row is longer."""
     if not share_prompts:
         return [[i] for i in range(len(rows))]
     by_prompt: dict[tuple[int, ...], list[int]] = {}
@@ -152,20 +207,26 @@ def plan_units(rows: list[Row], share_prompts: bool, token_budget: int) -> list[
         by_prompt.setdefault(tuple(r.ids[: r.prompt_len]), []).append(i)
     units: list[list[int]] = []
     for idx in by_prompt.values():
-        p = rows[idx[0]].prompt_len
         cur: list[int] = []
+        tree = PrefixTree(rows[idx[0]].prompt_len, prefix_tree)
         for i in idx:
-            if cur and p + sum(len(rows[j]) - p for j in cur) + len(rows[i]) - p > token_budget:
+            if cur and len(tree) + tree.added(rows[i].ids) > token_budget:
                 units.append(cur)
-                cur = []
+                cur, tree = [], PrefixTree(rows[i].prompt_len, prefix_tree)
             cur.append(i)
+            tree.insert(rows[i].ids)
         units.append(cur)
     return units
 
 
-def unit_length(rows: list[Row]) -> int:
-    p = rows[0].prompt_len
-    return p + sum(len(r) - p for r in rows)
+def unit_tree(rows: list[Row], prefix_tree: bool = True) -> tuple[PrefixTree, list[list[int]]]:
+    """A unit's prefix tree and, per row, the node of each of its tokens."""
+    tree = PrefixTree(rows[0].prompt_len, prefix_tree)
+    return tree, [tree.insert(r.ids) for r in rows]
+
+
+def unit_length(rows: list[Row], prefix_tree: bool = True) -> int:
+    return len(unit_tree(rows, prefix_tree)[0])
 
 
 @dataclass
@@ -234,43 +295,42 @@ def collate(rows: list[Row], pad_id: int, weights: list[list[float]] | None = No
 
 
 def collate_units(
-    units: list[list[Row]], pad_id: int, weights: list[list[list[float]]] | None = None
+    units: list[list[Row]],
+    pad_id: int,
+    weights: list[list[list[float]]] | None = None,
+    prefix_tree: bool = True,
 ) -> MicroBatch:
-    """One sequence per unit (a prompt and the rows that share it); plain `collate` when no unit
-    has more than one row."""
+    """One flattened prefix tree per unit (a prompt and the rows that share it); plain `collate`
+    when no unit has more than one row."""
     weights = weights if weights is not None else [[[1.0] * r.n_trained for r in u] for u in units]
     if all(len(u) == 1 for u in units):
         return collate([u[0] for u in units], pad_id, [w[0] for w in weights])
-    length = max(unit_length(u) for u in units)
+    trees = [unit_tree(u, prefix_tree) for u in units]
+    length = max(len(tree) for tree, _ in trees)
     n = len(units)
     ids = torch.full((n, length), pad_id, dtype=torch.long)
     allow = torch.eye(length, dtype=torch.bool).repeat(n, 1, 1)  # pads attend to themselves: no empty row
     pos = torch.zeros((n, length), dtype=torch.long)
     select: list[int] = []
     targets: list[int] = []
-    for b, unit in enumerate(units):
-        p = unit[0].prompt_len
-        ids[b, :p] = torch.tensor(unit[0].ids[:p])
-        allow[b, :p, :p] = torch.tril(torch.ones(p, p, dtype=torch.bool))
-        pos[b, :p] = torch.arange(p)
-        s = p  # where this row's rest starts in the packed sequence
-        for r in unit:
-            k = len(r) - p
-            ids[b, s : s + k] = torch.tensor(r.ids[p:])
-            allow[b, s : s + k, :p] = True
-            allow[b, s : s + k, s : s + k] = torch.tril(torch.ones(k, k, dtype=torch.bool))
-            pos[b, s : s + k] = torch.arange(p, p + k)
-            for a, e in r.spans:  # token t of the row (t >= p) sits at s + t - p; t is predicted at t - 1
-                for t in range(a, e):
-                    select.append(b * length + (p - 1 if t == p else s + t - p - 1))
+    for b, (unit, (tree, paths)) in enumerate(zip(units, trees)):
+        m = len(tree)
+        ids[b, :m] = torch.tensor(tree.tokens)
+        pos[b, :m] = torch.tensor(tree.depth)
+        a_b = allow[b]
+        for node, parent in enumerate(tree.parent):  # a node sees its ancestors and itself
+            if parent >= 0:
+                a_b[node, :m] |= a_b[parent, :m]
+        for r, path in zip(unit, paths):
+            for a, e in r.spans:  # token t is predicted at the node of token t - 1
+                select += [b * length + path[t - 1] for t in range(a, e)]
             targets += r.targets()
-            s += k
     return MicroBatch(
         input_ids=ids,
         attention_mask=allow,
         select=torch.tensor(select, dtype=torch.long),
         targets=torch.tensor(targets, dtype=torch.long),
-        real_tokens=sum(unit_length(u) for u in units),
+        real_tokens=sum(len(tree) for tree, _ in trees),
         padded_tokens=n * length,
         position_ids=pos,
         **_token_fields([r for u in units for r in u], [w for uw in weights for w in uw]),

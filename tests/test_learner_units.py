@@ -16,6 +16,7 @@ from learner.batching import (
     rows_from_table,
     shard_by_samples,
     token_weights,
+    unit_length,
 )
 from learner.model import deepspeed_config, gradient_checkpointing, zero_stage
 
@@ -128,6 +129,38 @@ def test_collate_units_one_prompt_many_responses():
     assert collate_units([[rows[0]], [rows[1]]], 0).position_ids is None  # no sharing: the plain path
 
 
+def _seq(sid, ids, spans, adv=1.0):
+    """A sequence-context trace: several spans (actions) with observations between them."""
+    return Trace(sid, 0, "t", "x", "solver", list(ids), spans, [], 0, advantages=[adv] * len(spans))
+
+
+def test_prefix_tree_stores_common_turns_once():
+    """Two episodes of one task that took the same first action and saw the same observation share
+    those tokens: the tree holds 3 + 2 + 2 + (1 + 1) tokens, not 2 x 8; each token attends to its
+    ancestors only and its position is its depth in the episode."""
+    a = [1, 2, 3, 10, 11, 20, 21, 30]  # prompt, action, observation, action
+    b = [1, 2, 3, 10, 11, 20, 21, 31]  # the same episode until the last action token
+    rows = rows_from_table(
+        traces_to_table([_seq("a", a, [(3, 5), (7, 8)]), _seq("b", b, [(3, 5), (7, 8)], -1.0)])
+    )
+    assert unit_length(rows) == 9 and unit_length(rows, prefix_tree=False) == 3 + 5 + 5
+    mb = collate_units([rows], pad_id=0)
+    assert mb.input_ids.tolist() == [[1, 2, 3, 10, 11, 20, 21, 30, 31]]
+    assert mb.position_ids.tolist() == [[0, 1, 2, 3, 4, 5, 6, 7, 7]]
+    assert mb.select.tolist() == [2, 3, 6, 2, 3, 6]  # node 6 (token 21) predicts both last actions
+    assert mb.targets.tolist() == [10, 11, 30, 10, 11, 31]
+    allow = mb.attention_mask[0]
+    assert allow[8, :7].all() and not allow[8, 7] and allow[8, 8]  # 31 never sees its sibling 30
+    assert (mb.real_tokens, mb.padded_tokens) == (9, 9)
+    old = collate_units([rows], pad_id=0, prefix_tree=False)  # only the prompt shared
+    assert old.real_tokens == 13 and old.position_ids.tolist() == [[0, 1, 2, 3, 4, 5, 6, 7, 3, 4, 5, 6, 7]]
+    # the budget counts the tree: both rows fit 9 tokens together with the tree, not without it
+    assert plan_units(rows, True, 9) == [[0, 1]] and plan_units(rows, True, 9, prefix_tree=False) == [
+        [0],
+        [1],
+    ]
+
+
 def _net():
     from transformers import AutoModelForCausalLM
 
@@ -158,18 +191,22 @@ def test_shared_prompt_logprobs_equal_separate_rows():
     prompt, other = rand(30), rand(12)
     traces = [_trace(prompt, rand(n)) for n in (4, 7, 1)] + [_trace(other, [5, 6])]
     ids = prompt + rand(3) + rand(5) + rand(2)  # action, observation, action
-    traces.append(
-        Trace("seq", 0, "t", "x", "solver", ids, [(30, 33), (38, 40)], [], 0, advantages=[1.0, 1.0])
-    )
+    traces.append(_seq("seq", ids, [(30, 33), (38, 40)]))
+    # two more episodes that share the first turn with it and part of the next action (prefix tree)
+    traces.append(_seq("seq2", ids[:39] + rand(4), [(30, 33), (38, 43)]))
+    traces.append(_seq("seq3", ids[:36] + rand(2) + rand(3), [(30, 33), (38, 41)]))
     rows = rows_from_table(traces_to_table(traces))
     with torch.no_grad():
         plan = plan_units(rows, True, 4096)
-        assert plan == [[0, 1, 2, 4], [3]]  # the 4 rows of one prompt (incl. the sequence row), the other
+        assert plan == [[0, 1, 2, 4, 5, 6], [3]]  # the rows of one prompt (incl. the sequences), the other
         separate = torch.cat([_logprobs(net, collate([rows[i]], 0)) for u in plan for i in u])
         units = [[rows[i] for i in u] for u in plan]
-        packed = _logprobs(net, collate_units(units, 0))  # two units of different lengths: padding included
-    assert packed.shape == separate.shape
-    assert torch.allclose(packed, separate, atol=1e-4), (packed - separate).abs().max()
+        for tree in (True, False):
+            mb = collate_units(units, 0, prefix_tree=tree)  # two units of different lengths: padding included
+            packed = _logprobs(net, mb)
+            assert packed.shape == separate.shape
+            assert torch.allclose(packed, separate, atol=1e-4), (tree, (packed - separate).abs().max())
+        assert mb.real_tokens > collate_units(units, 0).real_tokens  # the tree stored fewer tokens
 
 
 def test_rows_from_table_names_the_bad_record():

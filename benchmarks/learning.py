@@ -43,13 +43,32 @@ CFG = "configs/learning_alfworld.yaml"
 M2W_CFG = "configs/quickstart_mind2web.yaml"
 DATA = ROOT / "data/learning/alfworld-easy"
 DEMOS = ROOT / "data/learning/demos_trained.jsonl"
-START = ROOT / "data/learning/start"
 RUNS = ROOT / "runs/learning"
 OUT = RESULTS / "learning"
 EVORL = str(ROOT / ".venv/bin/evorl")
 PY = str(ROOT / ".venv/bin/python")
 COMMON = ["cluster.include_dashboard=false", "cluster.metrics_export_port=23817"]
 FORCE = os.environ.get("FORCE") == "1"
+
+
+def start_dir(args) -> Path:
+    """The SFT start's folder: data/learning/start, or data/learning/<--start> for another recipe."""
+    return ROOT / "data/learning" / args.start
+
+
+def horizon(args) -> list[str]:
+    """The env.max_steps override of every episode this start plays (none: the config's)."""
+    return [f"env.max_steps={args.max_steps}"] if args.max_steps else []
+
+
+def config_horizon() -> int:
+    from cluster.core.config import load_config
+
+    return load_config(ROOT / CFG).env.max_steps
+
+
+def run_name(args, mode: str, seed: int) -> str:
+    return f"{mode}-seed{seed}" if args.start == "start" else f"{args.start}-{mode}-seed{seed}"
 
 
 def todo(path: Path) -> bool:
@@ -103,40 +122,46 @@ def stage_data(args) -> None:
 
 
 def stage_start(args) -> None:
-    if todo(START / "model" / "config.json"):
-        sh([EVORL, "sft", "--config", CFG, "--demos", str(DEMOS), "--out", str(START), "--epochs", str(args.sft_epochs),
-            "--batch-traces", "8", "--lr", "1e-4", "--skill-cards", "0.5", "--extractor", *COMMON], OUT / "logs" / "start.log")  # fmt: skip
+    start = start_dir(args)
+    if todo(start / "model" / "config.json"):
+        sh([EVORL, "sft", "--config", CFG, "--demos", str(DEMOS), "--out", str(start), "--epochs", str(args.sft_epochs),
+            "--batch-traces", "8", "--lr", "1e-4", "--skill-cards", str(args.skill_cards), "--extractor", *COMMON],
+           OUT / "logs" / f"{args.start}.log")  # fmt: skip
+    recipe = {"sft_epochs": args.sft_epochs, "skill_cards": args.skill_cards, "demos": str(DEMOS.relative_to(ROOT)),
+              "max_steps": args.max_steps or config_horizon(), "config": CFG}  # fmt: skip
+    (OUT / f"recipe_{args.start}.json").write_text(json.dumps(recipe, indent=1, sort_keys=True) + "\n")
 
 
 def stage_gonogo(args) -> None:
-    start = str(START / "model")
+    start = str(start_dir(args) / "model")
     evaluate("untrained_none", "none", "embedded")
-    evaluate("start_teacher", "teacher", start)
-    evaluate("start_online", "online", start)
+    evaluate(f"{args.start}_teacher", "teacher", start, *horizon(args))
+    evaluate(f"{args.start}_online", "online", start, *horizon(args))
 
 
-def run_dir(mode: str, seed: int, env: str = "alfworld") -> Path:
-    return RUNS / f"{env}-{mode}-seed{seed}"
+def run_dir(name: str, env: str = "alfworld") -> Path:
+    return RUNS / f"{env}-{name}"
 
 
 def stage_runs(args) -> None:
     for seed in args.seeds:
         for mode in ("evolving", "grpo"):
-            run = run_dir(mode, seed)
+            run = run_dir(run_name(args, mode, seed))
             if todo(run / "summary.json"):
                 sh([EVORL, "train", "--config", CFG, f"trainer.mode={mode}", f"trainer.seed={seed}",
-                    f"model.path={START / 'model'}", f"trainer.run_dir={run}", f"trainer.iterations={args.iterations}",
-                    "env.eval_splits=[]", "trainer.resume=auto", *COMMON], OUT / "logs" / f"{run.name}.log")  # fmt: skip
+                    f"model.path={start_dir(args) / 'model'}", f"trainer.run_dir={run}", f"trainer.iterations={args.iterations}",
+                    "env.eval_splits=[]", "trainer.resume=auto", *horizon(args), *COMMON], OUT / "logs" / f"{run.name}.log")  # fmt: skip
 
 
 def stage_evals(args) -> None:
     for seed in args.seeds:
         for mode in ("evolving", "grpo"):
-            run = run_dir(mode, seed)
-            evaluate(f"{mode}-seed{seed}_online", "online", str(run))
-        ev = run_dir("evolving", seed)
-        evaluate(f"evolving-seed{seed}_library", "library", str(ev), "--skills", str(ev / "skills"),
-                 "--skill-status", statuses(ev / "skills"))  # fmt: skip
+            name = run_name(args, mode, seed)
+            evaluate(f"{name}_online", "online", str(run_dir(name)), *horizon(args))
+        name = run_name(args, "evolving", seed)
+        ev = run_dir(name)
+        evaluate(f"{name}_library", "library", str(ev), "--skills", str(ev / "skills"),
+                 "--skill-status", statuses(ev / "skills"), *horizon(args))  # fmt: skip
 
 
 def statuses(library: Path) -> str:
@@ -148,16 +173,17 @@ def statuses(library: Path) -> str:
 
 def stage_transfer(args) -> None:
     for seed in args.transfer_seeds:
-        lib = run_dir("evolving", seed) / "skills"
+        lib = run_dir(run_name(args, "evolving", seed)) / "skills"
         st = statuses(lib)
         evaluate(
-            f"transfer-start-seed{seed}",
+            f"transfer-{args.start}-seed{seed}",
             "library",
-            str(START / "model"),
+            str(start_dir(args) / "model"),
             "--skills",
             str(lib),
             "--skill-status",
             st,
+            *horizon(args),
         )
         evaluate(
             f"transfer-untrained-seed{seed}",
@@ -167,6 +193,7 @@ def stage_transfer(args) -> None:
             str(lib),
             "--skill-status",
             st,
+            *horizon(args),
         )
 
 
@@ -178,7 +205,7 @@ def stage_mind2web(args) -> None:
     ]
     evaluate("m2w-untrained", "none", "embedded", *tf, cfg=M2W_CFG)
     for mode in ("evolving", "grpo"):
-        run = run_dir(mode, 0, "mind2web")
+        run = run_dir(f"{mode}-seed0", "mind2web")
         if todo(run / "summary.json"):
             sh([EVORL, "train", "--config", M2W_CFG, f"trainer.mode={mode}", "trainer.seed=0",
                 f"trainer.iterations={args.m2w_iterations}", f"trainer.run_dir={run}", "env.eval_splits=[]",
@@ -263,19 +290,24 @@ def stage_report(args) -> None:
         "protocol": "online (the paper's): retrieve the most similar training task, play it with no skill, extract "
                     "one skill (greedy), play the eval task with it and without it", "gonogo": {}, "runs": {},
         "modes": {}, "transfer": {}, "mind2web": {}}  # fmt: skip
-    for label in ("start_teacher", "start_online"):
-        if ev := load_eval(label):
-            report["gonogo"][label] = {g: paired_diff(ev, t) for g, t in groups.items()}
+    report["starts"] = {}  # every SFT recipe whose go/no-go was run: recipe_<name>.json, eval_<name>_*.json
+    for recipe in sorted(OUT.glob("recipe_*.json")):
+        name = recipe.stem.removeprefix("recipe_")
+        report["starts"][name] = json.loads(recipe.read_text())
+        for label in (f"{name}_teacher", f"{name}_online"):
+            if ev := load_eval(label):
+                report["gonogo"][label] = {g: paired_diff(ev, t) for g, t in groups.items()}
     if ev := load_eval("untrained_none"):
         report["gonogo"]["untrained_no_skill"] = {
             g: bootstrap([outcomes(ev, "no_skill", t)]) for g, t in groups.items()
         }
-    start = load_eval("start_online")
+    start = load_eval(f"{args.start}_online")
     for mode in ("evolving", "grpo"):
         per_seed = {}
         for seed in args.seeds:
-            run = run_dir(mode, seed)
-            ev = load_eval(f"{mode}-seed{seed}_online")
+            name = run_name(args, mode, seed)
+            run = run_dir(name)
+            ev = load_eval(f"{name}_online")
             if not (run / "summary.json").exists() or ev is None:
                 continue
             summary = json.loads((run / "summary.json").read_text())
@@ -283,7 +315,7 @@ def stage_report(args) -> None:
                               "train_wall_s": summary.get("train_wall_s"), "library": summary["library"],
                               "online": {g: paired_diff(ev, t) for g, t in groups.items()},
                               "curves": curves(run), "ev": ev}  # fmt: skip
-            if mode == "evolving" and (lib := load_eval(f"evolving-seed{seed}_library")):
+            if mode == "evolving" and (lib := load_eval(f"{name}_library")):
                 per_seed[seed]["library_protocol"] = {g: paired_diff(lib, t) for g, t in groups.items()}
         report["runs"][mode] = {s: {k: v for k, v in r.items() if k != "ev"} for s, r in per_seed.items()}
         if per_seed:
@@ -294,7 +326,7 @@ def stage_report(args) -> None:
         report["modes"]["start"] = {arm: {g: bootstrap([outcomes(start, arm, t)]) for g, t in groups.items()}
                                     for arm in ("with_skill", "no_skill")}  # fmt: skip
     for seed in args.transfer_seeds:
-        for who in ("start", "untrained"):
+        for who in (args.start, "untrained"):
             if ev := load_eval(f"transfer-{who}-seed{seed}"):
                 report["transfer"][f"{who}-seed{seed}"] = {g: paired_diff(ev, t) for g, t in groups.items()}
     for label in ("m2w-untrained", "m2w-evolving", "m2w-grpo"):
@@ -357,13 +389,14 @@ def markdown(r: dict) -> str:
              f"Evaluation: {r['protocol']}. Intervals: 95% bootstrap over eval games (5000 draws); paired rows give "
              "with-skill vs no-skill wins on the same games.", "",
              "## Go / no-go: can the skill channel help the start model?", "",
-             "| skill | trained types | held-out types |", "|---|---|---|"]  # fmt: skip
-    for label, name in (
-        ("start_teacher", "teacher card (rule-written from the planner)"),
-        ("start_online", "its own extraction (online)"),
-    ):
-        g = r["gonogo"].get(label, {})
-        lines.append(f"| {name} | {_pd(g.get('trained', {}))} | {_pd(g.get('heldout', {}))} |")
+             "| start; skill | trained types | held-out types |", "|---|---|---|"]  # fmt: skip
+    for start, recipe in r.get("starts", {}).items():
+        how = (f"{start}: SFT {recipe['sft_epochs']} epochs, skill cards on {recipe['skill_cards']:.0%} of the solver "
+               f"demos, horizon {recipe['max_steps']}")  # fmt: skip
+        for label, name in ((f"{start}_teacher", "teacher card (rule-written from the planner)"),
+                            (f"{start}_online", "its own extraction (online)")):  # fmt: skip
+            g = r["gonogo"].get(label, {})
+            lines.append(f"| {how}; {name} | {_pd(g.get('trained', {}))} | {_pd(g.get('heldout', {}))} |")
     if u := r["gonogo"].get("untrained_no_skill"):
         lines += [
             "",
@@ -416,6 +449,15 @@ def main() -> None:
     ap.add_argument("--m2w-iterations", type=int, default=8)
     ap.add_argument("--transfer-seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--sft-epochs", type=int, default=4)
+    ap.add_argument(
+        "--skill-cards", type=float, default=0.5, help="share of the SFT solver demos shown a card"
+    )
+    ap.add_argument(
+        "--start", default="start", help="the SFT start's name (data/learning/<name>, eval labels)"
+    )
+    ap.add_argument(
+        "--max-steps", type=int, default=0, help="env.max_steps of every episode played (0: the config's)"
+    )
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     for name in args.stages.split(","):

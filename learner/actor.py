@@ -29,6 +29,7 @@ import pyarrow as pa
 import torch
 
 from cluster.core.config import Config, LearnerConfig
+from cluster.core.device import cpu_threads
 from cluster.core.records import ROLES
 from learner import losses
 from learner.batching import (
@@ -52,19 +53,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("", 0))  # every interface: ranks on other nodes connect to this one
         return s.getsockname()[1]
-
-
-def cpu_threads(configured: int, world_size: int, own_cpus: float | None = None) -> int:
-    """Torch threads for a CPU learner: `configured`, or (0) this node's usable cores shared by the
-    ranks: rollout and learning alternate in the synchronous loop, so the learner may use the cores
-    the idle rollout workers hold. With `own_cpus` (trainer.overlap: generation runs during the
-    update) only the CPUs Ray gave the rank."""
-    if configured > 0:
-        return configured
-    if own_cpus is not None:
-        return max(1, int(own_cpus))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(world_size, 1))
 
 
 def node_id() -> str:

@@ -112,13 +112,15 @@ def test_learning_markdown_tables_paired_rows():
         "gonogo": {"start_teacher": {"trained": pd, "heldout": {}}, "untrained_no_skill": {"trained": ci, "heldout": ci}},
         "modes": {"grpo": {"with_skill": {"trained": ci, "heldout": (float("nan"),) * 3}, "no_skill": {"trained": ci, "heldout": ci}}},
         "runs": {}, "transfer": {}, "mind2web": {},
+        "starts": {"start": {"sft_epochs": 4, "skill_cards": 0.5, "max_steps": 10}},
     }  # fmt: skip
     md = learning.markdown(report)
+    how = "start: SFT 4 epochs, skill cards on 50% of the solver demos, horizon 10"
     assert (
-        "| teacher card (rule-written from the planner) | 3/4 vs 1/4: +0.500 [+0.250, +0.750], McNemar p 0.500 | - |"
+        f"| {how}; teacher card (rule-written from the planner) | 3/4 vs 1/4: +0.500 [+0.250, +0.750], McNemar p 0.500 | - |"
         in md
     )
-    assert "| its own extraction (online) | - | - |" in md
+    assert f"| {how}; its own extraction (online) | - | - |" in md
     assert "| grpo | 0.250 [0.100, 0.400] | - | 0.250 [0.100, 0.400] | 0.250 [0.100, 0.400] |" in md
     assert "Transfer" not in md and "Mind2Web" not in md  # empty sections are left out
 

@@ -245,7 +245,7 @@ def test_lean_learner_rules():
 
 
 def test_cpu_learner_threads():
-    from learner.actor import cpu_threads
+    from cluster.core.device import cpu_threads
 
     assert cpu_threads(3, 2) == 3  # configured wins
     cores = len(__import__("os").sched_getaffinity(0))
@@ -253,3 +253,28 @@ def test_cpu_learner_threads():
     # trainer.overlap: only the CPUs Ray gave the rank
     assert cpu_threads(0, 1, own_cpus=1.0) == 1 and cpu_threads(0, 1, own_cpus=0.5) == 1
     assert cpu_threads(4, 1, own_cpus=1.0) == 4
+
+
+def test_cpu_engine_threads_follow_the_rule(monkeypatch):
+    """A CPU rollout engine's OpenMP threads: the node's cores shared by the run's engines (they
+    generate while the learner waits), the worker's own CPUs under overlap, or rollout.num_threads;
+    outside Ray an OMP_NUM_THREADS already set is kept."""
+    import os
+
+    from actors.rollout_worker import _cpu_process_settings
+    from cluster.core.config import load_config
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert _cpu_process_settings(load_config(None)) == cores
+    assert os.environ["OMP_NUM_THREADS"] == str(cores)
+    two_pools = load_config(None, ["rollout.num_workers=2", "skills.num_eval_workers=2"])
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert _cpu_process_settings(two_pools) == max(1, cores // 4)
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    overlap = load_config(None, ["trainer.overlap=true", "rollout.engine_logprobs=true"])
+    assert _cpu_process_settings(overlap) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert _cpu_process_settings(load_config(None)) == 1  # the caller's setting, outside Ray
+    assert _cpu_process_settings(load_config(None, ["rollout.num_threads=3"])) == 3
+    torch.set_num_threads(1)

@@ -148,6 +148,10 @@ class RolloutConfig:
     # Behaviour logprobs from the engine (constrained samples are rescored by an extra prefill, since
     # vLLM masks the grammar before computing logprobs). Off: the learner's first pass recomputes them.
     engine_logprobs: bool = False
+    # CPU engines: OpenMP threads per engine; 0 = this node's cores / the run's engines (rollout and
+    # skill-eval workers: they generate while the learner waits), or the worker's CPUs under
+    # trainer.overlap (generation then runs beside the update). Fixed when the engine starts.
+    num_threads: int = 0
     call_timeout_s: float = 900.0  # one pool call on a started worker
     start_timeout_s: float = 600.0  # a worker's start-up (engine load), never charged to a call
     step_timeout_s: float = 120.0  # one env step: a hung step ends its own episode (failed), not the chunk
@@ -159,6 +163,7 @@ class RolloutConfig:
     def validate(self) -> None:
         _check(self.num_workers >= 1, "rollout.num_workers: expected >= 1")
         _check(self.envs_per_worker >= 1, "rollout.envs_per_worker: expected >= 1")
+        _check(self.num_threads >= 0, "rollout.num_threads: expected >= 0 (0 = automatic)")
         _check(self.num_gpus_per_worker >= 0, "rollout.num_gpus_per_worker: expected >= 0")
         _check(self.num_cpus_per_worker >= 0, "rollout.num_cpus_per_worker: expected >= 0")
         _check(self.eval_temperature >= 0, "rollout.eval_temperature: expected >= 0")

@@ -48,7 +48,7 @@ def _cpu_process_settings(cfg: Config) -> int:
     `rollout.num_threads` OpenMP threads, set before the engine binds its threads (it cannot change
     them afterwards). Inside a Ray actor the rule replaces Ray's OMP_NUM_THREADS=num_cpus: in the
     synchronous loop the engines generate while the learner waits, so they share the node's cores
-    (2 threads on the 2-core machine: 1.8x the tokens/s of 1, docs/results.md). Returns the threads."""
+    (2 threads on the 2-core machine: 1.5-1.8x the rollout speed of 1, docs/results.md). Returns the threads."""
     import torch
 
     from cluster.core.device import cpu_threads

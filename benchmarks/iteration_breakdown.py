@@ -18,7 +18,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from common import RESULTS, verdict, write
+from common import RESULTS, machine, verdict, write
 
 ORDER = ("rollout", "source", "extract", "downstream", "learn", "broadcast", "library")
 GENERATION = ("rollout", "source", "extract", "downstream")
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {name} | {b['trained_iterations']} | {b['mean_iteration_s']:.1f} | "
                      f"{b['generation_share']:.2f} | " + " | ".join(cells) + " |")  # fmt: skip
     lines += ["", f"**generation_share (median over runs) = {verdict(share, '>= 0.7', share >= 0.7)}**"]
-    write("iteration_breakdown", {"runs": out, "generation_share": share, "target": ">= 0.7",
+    write("iteration_breakdown", {"machine": machine(), "runs": out, "generation_share": share, "target": ">= 0.7",
                                   "target_met": share >= 0.7}, "\n".join(lines))  # fmt: skip
     return 0
 

@@ -16,6 +16,7 @@ Writes benchmarks/results/rollout_constrained.{json,md}.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 from common import interleave, machine, median, verdict, write
@@ -59,7 +60,11 @@ def main() -> None:
     info = machine()
     path = resolve_model("embedded")
     batch = prompts(args.prompts, AutoTokenizer.from_pretrained(path))
-    cfg = load_config(None, ["engine.kv_cache_gib=0.5", "model.max_model_len=2048"])
+    # the pool's engine with this process's OpenMP threads, as the bare engine has (like for like)
+    threads = os.environ.get("OMP_NUM_THREADS", "1")
+    cfg = load_config(
+        None, ["engine.kv_cache_gib=0.5", "model.max_model_len=2048", f"rollout.num_threads={threads}"]
+    )
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     pool = RolloutPool(cfg, "rollout", 1)
     bare = LLM(model=path, dtype="float32", enforce_eager=True, max_model_len=2048, kv_cache_memory_bytes=2**29,

@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         "rollout.envs_per_worker=8",
         f"cluster.metrics_export_port={args.metrics_port}",  # a free port beside other local Rays
         "rollout.num_cpus_per_worker=0.5",  # 1 + 2 workers alive at once must fit Ray's 2 CPUs
+        "rollout.num_threads=1",  # one core per engine: the pools here hold 1 and 2 workers, not num_workers
     ]
     cfg = load_config(args.config, overrides)
     init_ray(cfg)

@@ -46,10 +46,12 @@ step mind2web_loader $PY benchmarks/mind2web_loader.py
 [[ "${LEARNING:-0}" == 1 ]] && step learning bash benchmarks/learning.sh
 runs=()  # the learning experiment's ALFWorld training runs (benchmarks/learning.py stage runs)
 for d in runs/learning/alfworld-*-seed*; do [[ -s $d/metrics.jsonl ]] && runs+=("$d"); done
+# without them, the quickstart's run (step quickstart above): 3 evolving iterations that all train
+((${#runs[@]})) || { [[ -s runs/bench-quickstart/metrics.jsonl ]] && runs+=(runs/bench-quickstart); }
 if ((${#runs[@]})); then
   step iteration_breakdown $PY benchmarks/iteration_breakdown.py "${runs[@]}"
 else
-  echo "== iteration_breakdown: skipped (no training run under runs/learning/: LEARNING=1 makes them)"
+  echo "== iteration_breakdown: skipped (no trained run: LEARNING=1 or the quickstart step makes one)"
 fi
 step tables $PY benchmarks/write_tables.py
 if ((${#failed[@]})); then echo "make bench: failed steps: ${failed[*]}"; exit 1; fi

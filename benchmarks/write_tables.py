@@ -51,12 +51,13 @@ def _ci(t) -> str:
 def _learning() -> list[str]:
     d = _load("learning/learning.json")
     day, rows = _day(d["machine"]), []
-    for label, name in (("start_teacher", "teacher card"), ("start_online", "own extracted skill")):
-        g = d["gonogo"].get(label, {}).get("trained")
-        if g:
-            rows.append(f"| go/no-go, start model + {name}, trained types (paired) | {g['with_skill']}/{g['games']} | "
-                        f"no skill {g['no_skill']}/{g['games']} | {g['diff']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}], "
-                        f"McNemar p {g['mcnemar_p']:.2f} | {day} |")  # fmt: skip
+    for start in d.get("starts") or {"start": {}}:  # every SFT recipe whose go/no-go ran
+        for label, name in ((f"{start}_teacher", "teacher card"), (f"{start}_online", "own extracted skill")):
+            g = d["gonogo"].get(label, {}).get("trained")
+            if g:
+                rows.append(f"| go/no-go, {start} model + {name}, trained types (paired) | {g['with_skill']}/{g['games']} | "
+                            f"no skill {g['no_skill']}/{g['games']} | {g['diff']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}], "
+                            f"McNemar p {g['mcnemar_p']:.2f} | {day} |")  # fmt: skip
     modes = d.get("modes", {})
     for mode in ("evolving", "grpo"):
         if mode in modes and "start" in modes:

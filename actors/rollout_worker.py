@@ -61,8 +61,9 @@ def _cpu_process_settings(cfg: Config) -> int:
     own = r.num_cpus_per_worker if cfg.trainer.overlap else None
     if r.num_threads or _in_ray_actor() or "OMP_NUM_THREADS" not in os.environ:
         os.environ["OMP_NUM_THREADS"] = str(cpu_threads(r.num_threads, engines, own))
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    return torch.get_num_threads()
+    threads = int(os.environ["OMP_NUM_THREADS"])
+    torch.set_num_threads(threads)  # a no-op once an in-process vLLM engine has bound its threads
+    return threads
 
 
 class RolloutWorker:

@@ -106,9 +106,7 @@ class Learner:
             WORLD_SIZE=str(self.world_size),
             LOCAL_RANK="0",  # one device per actor (Ray sets CUDA_VISIBLE_DEVICES)
         )
-        if not self.gpu:
-            own = self.lcfg.num_cpus_per_learner if self.cfg.trainer.overlap else None
-            torch.set_num_threads(cpu_threads(self.lcfg.num_threads, self.world_size, own))
+        self.set_cpu_threads(self.cfg.trainer.overlap)
         deepspeed.init_distributed(
             dist_backend="nccl" if self.gpu else "gloo",
             auto_mpi_discovery=False,
@@ -388,7 +386,8 @@ class Learner:
         return [ray.put(state)] if state else []
 
     def set_cpu_threads(self, overlap: bool) -> int:
-        """Re-apply the CPU thread rule (cpu_threads) for a run that switches trainer.overlap."""
+        """The CPU thread rule (cpu_threads), applied at setup and again for a run that switches
+        trainer.overlap."""
         if not self.gpu:
             own = self.lcfg.num_cpus_per_learner if overlap else None
             torch.set_num_threads(cpu_threads(self.lcfg.num_threads, self.world_size, own))

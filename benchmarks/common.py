@@ -36,6 +36,26 @@ def load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+def speed_probe(threads: int = 0, seconds: float = 2.0) -> float:
+    """fp32 matmul GFLOP/s on `threads` torch threads (0 = every core), measured now. The host is
+    shared: the same workload ran 30% slower an hour apart here with no load inside the machine, so an
+    absolute figure (the quickstart's wall time) is recorded with the speed it ran at."""
+    import torch
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    a = torch.randn(1024, 1024)
+    try:
+        torch.mm(a, a)
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            torch.mm(a, a)
+            n += 1
+        return round(n * 2 * 1024**3 / (time.perf_counter() - t0) / 1e9, 1)
+    finally:
+        torch.set_num_threads(prev)
+
+
 def machine() -> dict:
     import torch
 
@@ -47,6 +67,7 @@ def machine() -> dict:
         "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
         "load_average_1m": load(),
+        "matmul_gflops": speed_probe(),
     }
 
 

@@ -19,7 +19,8 @@ A, B, B, A, ... after one warm-up iteration each. Every sampled trace is trained
   using the node's cores while the other waits (`rollout.num_threads`, `learner.num_threads`: 0).
 Reported: seconds per trained sample (iteration seconds / samples trained), learner tokens processed
 per trained token, per-stage seconds; `speedup` = legacy / current (target >= 3).
-Writes benchmarks/results/iteration_cost.{json,md}.
+Writes benchmarks/results/iteration_cost.{json,md} (`--mode evolving`: iteration_cost_evolving.*, the
+paper's loop with extraction and downstream play; the bench config's own mode is grpo).
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def main() -> None:
     payload = {
         "machine": info,
         "config": "configs/bench_alfworld_easy.yaml",
+        "mode": args.mode,
         "overrides": {"common": over, "legacy": LEGACY, "current": CURRENT},
         "repeats": args.repeats,
         "runs": runs,
@@ -125,7 +127,9 @@ def main() -> None:
         "",
         f"Legacy flags: `{' '.join(LEGACY)}`; current: `{' '.join(CURRENT)}` (the defaults).",
     ]
-    write("iteration_cost", payload, "\n".join(lines))
+    write(
+        "iteration_cost" if args.mode == "grpo" else f"iteration_cost_{args.mode}", payload, "\n".join(lines)
+    )
 
 
 def _stage(runs: list[dict], stage: str) -> float:

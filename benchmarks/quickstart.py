@@ -14,7 +14,7 @@ import json
 import subprocess
 import time
 
-from common import ROOT, load, machine, verdict, write
+from common import ROOT, load, machine, speed_probe, verdict, write
 
 
 def main() -> None:
@@ -35,13 +35,15 @@ def main() -> None:
     summary = json.loads((run / "summary.json").read_text())
     stages = summary["time_per_stage_s"]
     payload = {"machine": info, "command": " ".join(cmd[1:]), "wall_s": wall, "load_after": load(),
+               "matmul_gflops_after": speed_probe(),
                "iterations": summary["iteration"], "policy_version": summary["policy_version"],
                "time_per_stage_s": stages, "final_eval": summary["final_eval"], "target": "<= 600 s",
                "target_met": wall <= 600}  # fmt: skip
     md = "\n".join([
         "# Quickstart wall time",
         "",
-        f"{info['date']}, {info['cpus']} CPU cores, load {info['load_average_1m']} before / {payload['load_after']} after; "
+        f"{info['date']}, {info['cpus']} CPU cores, load {info['load_average_1m']} before / {payload['load_after']} after, "
+        f"fp32 matmul {info['matmul_gflops']} / {payload['matmul_gflops_after']} GFLOP/s before / after (a shared host); "
         f"`evorl train --config configs/quickstart.yaml` ({summary['iteration']} iterations, every stage, final online eval).",
         "",
         f"**wall time {verdict(wall, '<= 600 s', wall <= 600)} s**; policy version {summary['policy_version']}.",

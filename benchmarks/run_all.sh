@@ -30,6 +30,7 @@ step weight_sync $PY benchmarks/weight_sync.py
 step rollout $PY benchmarks/rollout_constrained.py
 step learner $PY benchmarks/learner_step.py
 step iteration_cost $PY benchmarks/iteration_cost.py
+step iteration_cost_evolving $PY benchmarks/iteration_cost.py --mode evolving
 step overlap $PY benchmarks/overlap.py
 step quickstart $PY benchmarks/quickstart.py
 step faults $PY benchmarks/faults_probe.py

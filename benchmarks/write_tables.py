@@ -23,6 +23,7 @@ END = "<!-- END GENERATED -->"
 ORDER = (
     "learning/learning.md",
     "iteration_cost.md",
+    "iteration_cost_evolving.md",
     "overlap.md",
     "quickstart.md",
     "iteration_breakdown.md",
@@ -76,14 +77,21 @@ def _target(name: str, key: str, measure: str, ours: str, base: str, fmt: str = 
 
 
 def _iteration_cost() -> list[str]:
-    d = _load("iteration_cost.json")
-    s = d["s_per_sample"]
-    met = "met" if d["target_met"] else "MISSED"
-    p, drop = d["processed_per_trained"], d["processed_per_trained_drop"]
-    return [f"| training iteration, s per trained sample | {s['current']:.2f} | legacy path {s['legacy']:.2f} | "
-            f"**{d['speedup']:.2f}x** (target >= 3: {met}); learner tokens processed per trained token "
-            f"{p['current']:.1f} vs legacy {p['legacy']:.1f}, a drop of {drop:.2f}x (target >= 2: "
-            f"{'met' if drop >= 2 else 'MISSED'}) | {_day(d['machine'])} |"]  # fmt: skip
+    rows = []
+    for name, what in (("iteration_cost", "grpo"), ("iteration_cost_evolving", "evolving")):
+        if name != "iteration_cost" and not (RESULTS / f"{name}.json").exists():
+            continue
+        d = _load(f"{name}.json")
+        s = d["s_per_sample"]
+        met = "met" if d["target_met"] else "MISSED"
+        p, drop = d["processed_per_trained"], d["processed_per_trained_drop"]
+        rows.append(
+            f"| training iteration ({what}), s per trained sample | {s['current']:.2f} | legacy path "
+            f"{s['legacy']:.2f} | **{d['speedup']:.2f}x** (target >= 3: {met}); learner tokens processed per "
+            f"trained token {p['current']:.1f} vs legacy {p['legacy']:.1f}, a drop of {drop:.2f}x (target >= 2: "
+            f"{'met' if drop >= 2 else 'MISSED'}) | {_day(d['machine'])} |"
+        )
+    return rows
 
 
 def _overlap() -> list[str]:

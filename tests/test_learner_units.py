@@ -7,6 +7,7 @@ import torch
 from cluster.core.config import LearnerConfig
 from cluster.core.records import Trace, traces_to_table
 from learner.batching import (
+    MIN_SHARED_PREFIX,
     Row,
     collate,
     collate_units,
@@ -108,7 +109,7 @@ def test_plan_units_groups_identical_prompts_within_the_budget():
         )
     )
     assert plan_units(rows, share_prompts=True, token_budget=100) == [[0, 2, 3], [1]]
-    assert plan_units(rows, share_prompts=True, token_budget=7) == [[0, 2], [3], [1]]  # 3+2+1 <= 7 < 3+2+1+3
+    assert plan_units(rows, share_prompts=True, token_budget=7) == [[0, 2], [1], [3]]  # 3+2+1 <= 7 < 3+2+1+3
     assert plan_units(rows, share_prompts=False, token_budget=100) == [[0], [1], [2], [3]]
 
 
@@ -195,10 +196,16 @@ def test_shared_prompt_logprobs_equal_separate_rows():
     # two more episodes that share the first turn with it and part of the next action (prefix tree)
     traces.append(_seq("seq2", ids[:39] + rand(4), [(30, 33), (38, 43)]))
     traces.append(_seq("seq3", ids[:36] + rand(2) + rand(3), [(30, 33), (38, 41)]))
+    # two prompts that differ only after a long common start (one skill card, two downstream tasks)
+    card = rand(MIN_SHARED_PREFIX)
+    traces += [_trace(card + rand(5), rand(3)), _trace(card + rand(6), rand(2))]
     rows = rows_from_table(traces_to_table(traces))
     with torch.no_grad():
         plan = plan_units(rows, True, 4096)
-        assert plan == [[0, 1, 2, 4, 5, 6], [3]]  # the rows of one prompt (incl. the sequences), the other
+        # the rows of one prompt (incl. the sequences); the other prompt; the two sharing the card
+        assert plan == [[0, 1, 2, 4, 5, 6], [3], [7, 8]]
+        assert unit_length([rows[7], rows[8]]) == MIN_SHARED_PREFIX + 5 + 3 + 6 + 2
+        assert plan_units(rows, True, 4096, prefix_tree=False) == [[0, 1, 2, 4, 5, 6], [3], [7], [8]]
         separate = torch.cat([_logprobs(net, collate([rows[i]], 0)) for u in plan for i in u])
         units = [[rows[i] for i in u] for u in plan]
         for tree in (True, False):

@@ -246,8 +246,9 @@ class LearnerConfig:
     # Recompute activations in the backward pass: "auto" = on for models above 1B parameters.
     gradient_checkpointing: bool | Literal["auto"] = "auto"
     share_prompts: bool = True  # rows with identical prompts computed as one sequence (learner/batching.py)
-    # With share_prompts: the rows' common prefixes after the prompt (G samples of a task that took
-    # the same first actions) stored once, as a prefix tree; false = only the prompt is shared.
+    # With share_prompts: common prefixes stored once, as a prefix tree (the G samples of a task that
+    # took the same first actions; rows whose prompts share >= 256 leading tokens, as a skill card's K
+    # downstream episodes do); false = only identical prompts are shared.
     prefix_tree: bool = True
     num_threads: int = 0  # CPU learners: torch threads per rank; 0 = the node's cores / num_learners
     # gradient-norm clipping

@@ -198,7 +198,7 @@ class PrefixTree:
 
 # With the prefix tree, rows that share at least this many leading tokens are stored as one tree even
 # when their prompts differ: the K downstream tasks of one skill share the system prompt and the skill
-# card (~550 tokens in the quickstart: 18% fewer learner tokens, 15% less learner time, measured on
+# card (~550 tokens in the quickstart: 18% fewer learner tokens, about 15% less learner time, on one of
 # its batches). A tree's attention mask is dense, so on this CPU sharing only the ~100-token solver
 # instructions saves less than the mask costs.
 MIN_SHARED_PREFIX = 256

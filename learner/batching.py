@@ -13,8 +13,8 @@ so the prompt is encoded once instead of m times. With `prefix_tree` the rests' 
 stored once too (a token prefix tree, flattened: each token attends to its ancestors, its position id
 is its depth): G sequence traces of one task that took the same first actions share those turns,
 as the window rows of identical prompts shared them before, and rows whose prompts differ share
-their common start (a skill card and its K downstream tasks). The
-logprobs are those of the separate rows (tests/test_learner_units.py).
+their common start (a skill card and its K downstream tasks). The logprobs are those of the
+separate rows (tests/test_learner_units.py).
 
 Loss aggregation (`learner.loss_agg`) is a per-token weight computed here: token_mean = 1 / (all
 trained tokens); sample_mean = 1 / (tokens of the token's sample x number of samples), a sample being
@@ -204,15 +204,6 @@ class PrefixTree:
 MIN_SHARED_PREFIX = 256
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def plan_units(
     rows: list[Row], share_prompts: bool, token_budget: int, prefix_tree: bool = True
 ) -> list[list[int]]:
@@ -237,10 +228,12 @@ def plan_units(
     for i in order:
         r = rows[i]
         if cur:
-            shared = _common_prefix(rows[cur[-1]].ids, r.ids)
+            # tokens already in the tree: in token order, the common prefix with the last row
+            added = tree.added(r.ids)
+            shared = len(r) - added
             same_prompt = shared >= r.prompt_len == rows[cur[-1]].prompt_len
             joins = same_prompt or (prefix_tree and shared >= MIN_SHARED_PREFIX)
-            if joins and len(tree) + tree.added(r.ids) <= token_budget:
+            if joins and len(tree) + added <= token_budget:
                 cur.append(i)
                 tree.insert(r.ids)
                 continue

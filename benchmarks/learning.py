@@ -289,7 +289,7 @@ def stage_report(args) -> None:
         "grpo": "1 task x 8 samples per iteration", "evolving": "1 source x N=4 skills x K=2 neighbours x 2 repeats"},
         "protocol": "online (the paper's): retrieve the most similar training task, play it with no skill, extract "
                     "one skill (greedy), play the eval task with it and without it", "gonogo": {}, "runs": {},
-        "modes": {}, "transfer": {}, "mind2web": {}}  # fmt: skip
+        "modes": {}, "transfer": {}, "mind2web": {}, "start": args.start}  # fmt: skip
     report["starts"] = {}  # every SFT recipe whose go/no-go was run: recipe_<name>.json, eval_<name>_*.json
     for recipe in sorted(OUT.glob("recipe_*.json")):
         name = recipe.stem.removeprefix("recipe_")
@@ -406,8 +406,9 @@ def markdown(r: dict) -> str:
               "| model | with skill, trained | with skill, held-out | no skill, trained | no skill, held-out |", "|---|---|---|---|---|"]  # fmt: skip
     for mode, arms in r["modes"].items():
         w, o = arms["with_skill"], arms["no_skill"]
+        name = f"start ({r.get('start', 'start')})" if mode == "start" else mode  # which SFT recipe
         lines.append(
-            f"| {mode} | {_ci(w['trained'])} | {_ci(w['heldout'])} | {_ci(o['trained'])} | {_ci(o['heldout'])} |"
+            f"| {name} | {_ci(w['trained'])} | {_ci(w['heldout'])} | {_ci(o['trained'])} | {_ci(o['heldout'])} |"
         )
     if not r.get("seeds_completed"):
         lines += [

@@ -110,7 +110,9 @@ def test_learning_markdown_tables_paired_rows():
         "machine": {"date": "2026-12-01 10:00 UTC", "cpus": 2}, "config": "c.yaml", "seeds": [0],
         "budget": {"iterations_per_run": 10, "grpo": "G", "evolving": "E"}, "protocol": "online",
         "gonogo": {"start_teacher": {"trained": pd, "heldout": {}}, "untrained_no_skill": {"trained": ci, "heldout": ci}},
-        "modes": {"grpo": {"with_skill": {"trained": ci, "heldout": (float("nan"),) * 3}, "no_skill": {"trained": ci, "heldout": ci}}},
+        "modes": {"grpo": {"with_skill": {"trained": ci, "heldout": (float("nan"),) * 3}, "no_skill": {"trained": ci, "heldout": ci}},
+                  "start": {"with_skill": {"trained": ci, "heldout": ci}, "no_skill": {"trained": ci, "heldout": ci}}},
+        "start": "start-e3",
         "runs": {}, "transfer": {}, "mind2web": {},
         "starts": {"start": {"sft_epochs": 4, "skill_cards": 0.5, "max_steps": 10}},
     }  # fmt: skip
@@ -122,6 +124,7 @@ def test_learning_markdown_tables_paired_rows():
     )
     assert f"| {how}; its own extraction (online) | - | - |" in md
     assert "| grpo | 0.250 [0.100, 0.400] | - | 0.250 [0.100, 0.400] | 0.250 [0.100, 0.400] |" in md
+    assert "| start (start-e3) | 0.250 [0.100, 0.400] |" in md  # the start row names its recipe
     assert "Transfer" not in md and "Mind2Web" not in md  # empty sections are left out
 
 

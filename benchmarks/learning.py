@@ -6,8 +6,9 @@
 1. data: generated easy ALFWorld games (configs/learning_alfworld.yaml): train 8 per type, valid_seen
    24 per type (96 games of the four trained types, 48 of the two held-out types); planner demos of
    the trained types (4 games each) for the start.
-2. start: `evorl sft` of both roles from the embedded model (half the solver demos show a teacher
-   skill card of another demo of the same type; the extractor learns transcript -> teacher skill).
+2. start: `evorl sft` of both roles from the embedded model (by default 3 epochs, every solver demo
+   shown a teacher skill card of another demo of the same type, `--skill-cards`; the extractor learns
+   transcript -> teacher skill); every episode after it plays to `--max-steps` (default 15).
 3. gonogo: the start on every eval game with no skill, with a teacher skill card (the retrieved
    training task's planner solution, written by rule) and with its own extracted skill (the paper's
    online protocol), each paired with no skill on the same games; and the untrained model.
@@ -449,15 +450,18 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=10)
     ap.add_argument("--m2w-iterations", type=int, default=8)
     ap.add_argument("--transfer-seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--sft-epochs", type=int, default=4)
+    # The default start is start-e3, the one of three recipes whose go/no-go showed the skill channel
+    # moving the solver (docs/results.md section 1); the first was --start start --sft-epochs 4
+    # --skill-cards 0.5 --max-steps 10, the second --start start-short --sft-epochs 2.
+    ap.add_argument("--sft-epochs", type=int, default=3)
     ap.add_argument(
-        "--skill-cards", type=float, default=0.5, help="share of the SFT solver demos shown a card"
+        "--skill-cards", type=float, default=1.0, help="share of the SFT solver demos shown a card"
     )
     ap.add_argument(
-        "--start", default="start", help="the SFT start's name (data/learning/<name>, eval labels)"
+        "--start", default="start-e3", help="the SFT start's name (data/learning/<name>, eval labels)"
     )
     ap.add_argument(
-        "--max-steps", type=int, default=0, help="env.max_steps of every episode played (0: the config's)"
+        "--max-steps", type=int, default=15, help="env.max_steps of every episode played (0: the config's)"
     )
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)

@@ -314,6 +314,7 @@ def stage_report(args) -> None:
             summary = json.loads((run / "summary.json").read_text())
             per_seed[seed] = {"iterations": summary["iteration"], "policy_version": summary["policy_version"],
                               "train_wall_s": summary.get("train_wall_s"), "library": summary["library"],
+                              "resumed_from_iteration": summary.get("resumed_from_iteration"),
                               "online": {g: paired_diff(ev, t) for g, t in groups.items()},
                               "curves": curves(run), "ev": ev}  # fmt: skip
             if mode == "evolving" and (lib := load_eval(f"{name}_library")):
@@ -333,11 +334,11 @@ def stage_report(args) -> None:
     for label in ("m2w-untrained", "m2w-evolving", "m2w-grpo"):
         if ev := load_eval(label):
             report["mind2web"][label] = {k: v for k, v in ev["stats"].items() if "/no_skill/" in k and
-                                         k.rsplit("/", 1)[1] in ("element_acc", "op_f1", "step_sr", "task_sr", "macro_step_sr", "episodes")}  # fmt: skip
+                                         k.rsplit("/", 1)[1] in ("element_acc", "op_f1", "step_sr", "task_sr", "macro_step_sr", "episodes", "scored_steps")}  # fmt: skip
     if (p := OUT / "eval_m2w-random.json").exists():
         rnd = json.loads(p.read_text())["splits"]
         report["mind2web"]["m2w-random"] = {f"eval/{s}/no_skill/{k}": r[k] for s, r in rnd.items()
-                                            for k in ("element_acc", "op_f1", "step_sr", "task_sr")}  # fmt: skip
+                                            for k in ("element_acc", "op_f1", "step_sr", "task_sr", "scored_steps")}  # fmt: skip
     report["seeds_completed"] = sorted({int(s) for runs in report["runs"].values() for s in runs})
     write_json_plain(OUT / "learning.json", report)
     plot(report)
@@ -416,12 +417,14 @@ def markdown(r: dict) -> str:
             "",
             "No grpo or evolving run is in this report yet (stage `runs`): the rows above are the start only.",
         ]
-    lines += ["", "## Runs", "", "| run | iterations | policy version | wall s | library | online paired, trained | library protocol paired, trained |",
+    lines += ["", "## Runs", "", "| run | iterations | policy version | wall s (sum of iterations) | library | online paired, trained | library protocol paired, trained |",
               "|---|---|---|---|---|---|---|"]  # fmt: skip
     for mode, runs in r["runs"].items():
         for seed, x in runs.items():
             lib = x.get("library_protocol", {}).get("trained", {})
-            lines.append(f"| {mode} seed {seed} | {x['iterations']} | {x['policy_version']} | {x['train_wall_s'] or 0:.0f} | "
+            # a resumed run's train_wall_s counts from the resume; its iterations' own times add up the whole run
+            wall = sum(t for t in x["curves"].get("iteration_s", []) if t) or x["train_wall_s"] or 0
+            lines.append(f"| {mode} seed {seed} | {x['iterations']} | {x['policy_version']} | {wall:.0f} | "
                          f"{x['library']} | {_pd(x['online']['trained'])} | {_pd(lib)} |")  # fmt: skip
     if r["transfer"]:
         lines += ["", "## Transfer: the evolving runs' skills given to models not trained with them", "",

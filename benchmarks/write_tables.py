@@ -65,7 +65,23 @@ def _learning() -> list[str]:
             w, s0 = modes[mode]["with_skill"], modes["start"]["with_skill"]
             rows.append(f"| {mode}, {len(d['seeds'])} seeds, online protocol: trained / held-out | {_ci(w['trained'])} / "
                         f"{_ci(w['heldout'])} | start {_ci(s0['trained'])} / {_ci(s0['heldout'])} | see docs | {day} |")  # fmt: skip
+    m2w = d.get("mind2web", {})
+    if all(f"m2w-{m}" in m2w for m in ("evolving", "grpo", "untrained", "random")):
+        sr = {m: _pooled_step_sr(m2w[f"m2w-{m}"]) for m in ("evolving", "grpo", "untrained", "random")}
+        rows.append(f"| Mind2Web bundled sample, step SR (all test splits pooled, teacher-forced): evolving / grpo | "
+                    f"{sr['evolving'][0]}/{sr['evolving'][1]} / {sr['grpo'][0]}/{sr['grpo'][1]} | untrained "
+                    f"{sr['untrained'][0]}/{sr['untrained'][1]}, random {sr['random'][0]}/{sr['random'][1]} | see docs | {day} |")  # fmt: skip
     return rows
+
+
+def _pooled_step_sr(stats: dict) -> tuple[int, int]:
+    """(right steps, scored steps) over the test splits of one Mind2Web evaluation."""
+    right = total = 0
+    for k, n in stats.items():
+        if k.endswith("/scored_steps"):
+            right += round(stats[k.removesuffix("scored_steps") + "step_sr"] * n)
+            total += int(n)
+    return right, total
 
 
 def _target(name: str, key: str, measure: str, ours: str, base: str, fmt: str = "{:.2f}") -> list[str]:

@@ -125,6 +125,11 @@ def test_learning_markdown_tables_paired_rows():
     assert f"| {how}; its own extraction (online) | - | - |" in md
     assert "| grpo | 0.250 [0.100, 0.400] | - | 0.250 [0.100, 0.400] | 0.250 [0.100, 0.400] |" in md
     assert "| start (start-e3) | 0.250 [0.100, 0.400] |" in md  # the start row names its recipe
+    # a run resumed at iteration 1: its wall time is its iterations' times, not the time since the resume
+    run = {"iterations": 2, "policy_version": 2, "train_wall_s": 20.0, "library": {}, "resumed_from_iteration": 1,
+           "online": {"trained": pd}, "curves": {"iteration": [1, 2], "iteration_s": [100.0, 20.0]}}  # fmt: skip
+    md = learning.markdown({**report, "runs": {"grpo": {0: run}}, "seeds_completed": [0]})
+    assert "| grpo seed 0 | 2 | 2 | 120 | {} | 3/4 vs 1/4" in md
     assert "Transfer" not in md and "Mind2Web" not in md  # empty sections are left out
 
 
@@ -232,3 +237,9 @@ def test_gpu_smoke_mirror_matches_learner_defaults():
     mirror = ast.literal_eval(node.value)
     defaults = dataclasses.asdict(LearnerConfig())
     assert mirror == {k: defaults[k] for k in mirror}
+
+
+def test_mind2web_step_sr_pooled_over_splits():
+    stats = {"eval/a/no_skill/step_sr": 0.25, "eval/a/no_skill/scored_steps": 8.0,
+             "eval/b/no_skill/step_sr": 0.0, "eval/b/no_skill/scored_steps": 3.0, "eval/b/no_skill/task_sr": 0.0}  # fmt: skip
+    assert tables._pooled_step_sr(stats) == (2, 11)

@@ -280,6 +280,12 @@ def curves(run: Path) -> dict[str, list]:
     return {k: [r.get(k) for r in rows] for k in ("iteration", *keep)}
 
 
+def run_wall_s(curves: dict[str, list], train_wall_s: float | None) -> float:
+    """The whole run's wall time: its iterations' own times (a resumed run's train_wall_s counts from
+    the resume only)."""
+    return sum(t for t in curves.get("iteration_s", []) if t) or train_wall_s or 0.0
+
+
 def stage_report(args) -> None:
     from cluster.core.storage import write_json_plain
     from envs.alfworld.tasks import HELDOUT_TYPES, TRAINED_TYPES
@@ -315,8 +321,9 @@ def stage_report(args) -> None:
             per_seed[seed] = {"iterations": summary["iteration"], "policy_version": summary["policy_version"],
                               "train_wall_s": summary.get("train_wall_s"), "library": summary["library"],
                               "resumed_from_iteration": summary.get("resumed_from_iteration"),
-                              "online": {g: paired_diff(ev, t) for g, t in groups.items()},
-                              "curves": curves(run), "ev": ev}  # fmt: skip
+                              "online": {g: paired_diff(ev, t) for g, t in groups.items()}, "ev": ev}  # fmt: skip
+            per_seed[seed]["curves"] = c = curves(run)
+            per_seed[seed]["wall_s"] = run_wall_s(c, summary.get("train_wall_s"))
             if mode == "evolving" and (lib := load_eval(f"{name}_library")):
                 per_seed[seed]["library_protocol"] = {g: paired_diff(lib, t) for g, t in groups.items()}
         report["runs"][mode] = {s: {k: v for k, v in r.items() if k != "ev"} for s, r in per_seed.items()}
@@ -422,9 +429,7 @@ def markdown(r: dict) -> str:
     for mode, runs in r["runs"].items():
         for seed, x in runs.items():
             lib = x.get("library_protocol", {}).get("trained", {})
-            # a resumed run's train_wall_s counts from the resume; its iterations' own times add up the whole run
-            wall = sum(t for t in x["curves"].get("iteration_s", []) if t) or x["train_wall_s"] or 0
-            lines.append(f"| {mode} seed {seed} | {x['iterations']} | {x['policy_version']} | {wall:.0f} | "
+            lines.append(f"| {mode} seed {seed} | {x['iterations']} | {x['policy_version']} | {x['wall_s']:.0f} | "
                          f"{x['library']} | {_pd(x['online']['trained'])} | {_pd(lib)} |")  # fmt: skip
     if r["transfer"]:
         lines += ["", "## Transfer: the evolving runs' skills given to models not trained with them", "",

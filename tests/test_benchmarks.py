@@ -126,8 +126,12 @@ def test_learning_markdown_tables_paired_rows():
     assert "| grpo | 0.250 [0.100, 0.400] | - | 0.250 [0.100, 0.400] | 0.250 [0.100, 0.400] |" in md
     assert "| start (start-e3) | 0.250 [0.100, 0.400] |" in md  # the start row names its recipe
     # a run resumed at iteration 1: its wall time is its iterations' times, not the time since the resume
+    curves = {"iteration": [1, 2], "iteration_s": [100.0, 20.0]}
+    assert (
+        learning.run_wall_s(curves, 20.0) == 120.0 and learning.run_wall_s({"iteration_s": []}, 20.0) == 20.0
+    )
     run = {"iterations": 2, "policy_version": 2, "train_wall_s": 20.0, "library": {}, "resumed_from_iteration": 1,
-           "online": {"trained": pd}, "curves": {"iteration": [1, 2], "iteration_s": [100.0, 20.0]}}  # fmt: skip
+           "online": {"trained": pd}, "curves": curves, "wall_s": learning.run_wall_s(curves, 20.0)}  # fmt: skip
     md = learning.markdown({**report, "runs": {"grpo": {0: run}}, "seeds_completed": [0]})
     assert "| grpo seed 0 | 2 | 2 | 120 | {} | 3/4 vs 1/4" in md
     assert "Transfer" not in md and "Mind2Web" not in md  # empty sections are left out

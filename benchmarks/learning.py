@@ -13,7 +13,10 @@
    training task's planner solution, written by rule) and with its own extracted skill (the paper's
    online protocol), each paired with no skill on the same games; and the untrained model.
 4. runs: per seed, grpo and evolving from the start, the same number of iterations (optimizer
-   steps); the wall time of each is recorded.
+   steps); the wall time of each is recorded. A finished run's summary, metrics and skill library
+   are copied to results/learning/run_records/ (committed; checkpoints are not), so a later session,
+   which rebuilds the start (its weights' sha256 is checked against recipe_<start>.json), reports and
+   transfers from them and trains only the runs not yet evaluated (`--modes`, `--seeds` pick them).
 5. evals: every run's last checkpoint under the online protocol (and evolving's own library).
 6. transfer: each evolving run's skills (its library; its candidates when the gate accepted none)
    given to the start and to the untrained model, paired with no skill.
@@ -128,9 +131,17 @@ def stage_start(args) -> None:
         sh([EVORL, "sft", "--config", CFG, "--demos", str(DEMOS), "--out", str(start), "--epochs", str(args.sft_epochs),
             "--batch-traces", "8", "--lr", "1e-4", "--skill-cards", str(args.skill_cards), "--extractor", *COMMON],
            OUT / "logs" / f"{args.start}.log")  # fmt: skip
+    sha, path = weights_sha256(start / "model"), OUT / f"recipe_{args.start}.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    earlier = old.get("earlier_weights_sha256", [])
+    if old.get("weights_sha256") not in (None, sha):
+        print(f"[learning] WARNING: the rebuilt {args.start} differs from the committed one: its go/no-go "
+              f"evals were of the earlier model {old['weights_sha256'][:12]}", flush=True)  # fmt: skip
+        earlier = [*earlier, old["weights_sha256"]]
     recipe = {"sft_epochs": args.sft_epochs, "skill_cards": args.skill_cards, "demos": str(DEMOS.relative_to(ROOT)),
-              "max_steps": args.max_steps or config_horizon(), "config": CFG}  # fmt: skip
-    (OUT / f"recipe_{args.start}.json").write_text(json.dumps(recipe, indent=1, sort_keys=True) + "\n")
+              "max_steps": args.max_steps or config_horizon(), "config": CFG, "weights_sha256": sha,
+              "earlier_weights_sha256": earlier}  # fmt: skip
+    path.write_text(json.dumps(recipe, indent=1, sort_keys=True) + "\n")
 
 
 def stage_gonogo(args) -> None:
@@ -144,25 +155,80 @@ def run_dir(name: str, env: str = "alfworld") -> Path:
     return RUNS / f"{env}-{name}"
 
 
+def kept_dir(name: str, env: str = "alfworld") -> Path:
+    """A finished run's small artifacts (summary, metrics, skill library), committed under the results:
+    checkpoints live in runs/ (not committed), so a later session reports and transfers from these."""
+    return OUT / "run_records" / f"{env}-{name}"
+
+
+def keep(run: Path) -> Path:
+    """Copy a finished run's summary.json, metrics.jsonl and skills/ into kept_dir (idempotent)."""
+    import shutil
+
+    dst = OUT / "run_records" / run.name
+    if (run / "summary.json").exists():
+        dst.mkdir(parents=True, exist_ok=True)
+        for f in ("summary.json", "metrics.jsonl"):
+            if (run / f).exists():
+                shutil.copy2(run / f, dst / f)
+        if (run / "skills").is_dir():
+            shutil.copytree(run / "skills", dst / "skills", dirs_exist_ok=True)
+    return dst
+
+
+def finished(name: str, env: str = "alfworld") -> Path | None:
+    """The folder holding a finished run's summary: the live run, else its committed copy."""
+    for d in (run_dir(name, env), kept_dir(name, env)):
+        if (d / "summary.json").exists():
+            return d
+    return None
+
+
+def weights_sha256(model: Path) -> str:
+    """One digest over the start's weight files: a later session's rebuilt start is checked against it."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(model.glob("*.safetensors")):
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def done_run(args, mode: str, seed: int) -> bool:
+    """Trained and evaluated (in this session or a committed earlier one): nothing left to redo."""
+    name = run_name(args, mode, seed)
+    return (run_dir(name) / "summary.json").exists() or (
+        finished(name) is not None and (OUT / f"eval_{name}_online.json").exists()
+    )
+
+
 def stage_runs(args) -> None:
     for seed in args.seeds:
-        for mode in ("evolving", "grpo"):
+        for mode in args.modes:
             run = run_dir(run_name(args, mode, seed))
-            if todo(run / "summary.json"):
+            if FORCE or not done_run(args, mode, seed):
                 sh([EVORL, "train", "--config", CFG, f"trainer.mode={mode}", f"trainer.seed={seed}",
                     f"model.path={start_dir(args) / 'model'}", f"trainer.run_dir={run}", f"trainer.iterations={args.iterations}",
                     "env.eval_splits=[]", "trainer.resume=auto", *horizon(args), *COMMON], OUT / "logs" / f"{run.name}.log")  # fmt: skip
+            keep(run)
 
 
 def stage_evals(args) -> None:
     for seed in args.seeds:
-        for mode in ("evolving", "grpo"):
+        for mode in args.modes:
             name = run_name(args, mode, seed)
-            evaluate(f"{name}_online", "online", str(run_dir(name)), *horizon(args))
-        name = run_name(args, "evolving", seed)
-        ev = run_dir(name)
-        evaluate(f"{name}_library", "library", str(ev), "--skills", str(ev / "skills"),
-                 "--skill-status", statuses(ev / "skills"), *horizon(args))  # fmt: skip
+            run = run_dir(name)
+            protocols = ["online", "library"] if mode == "evolving" and args.library_eval else ["online"]
+            missing = [p for p in protocols if todo(OUT / f"eval_{name}_{p}.json")]
+            if missing and not (run / "summary.json").exists():
+                print(
+                    f"[learning] skip eval of {name}: no checkpoint in {run} (run the runs stage)", flush=True
+                )
+                continue
+            evaluate(f"{name}_online", "online", str(run), *horizon(args))
+            if "library" in protocols:
+                evaluate(f"{name}_library", "library", str(run), "--skills", str(run / "skills"),
+                         "--skill-status", statuses(run / "skills"), *horizon(args))  # fmt: skip
 
 
 def statuses(library: Path) -> str:
@@ -174,7 +240,10 @@ def statuses(library: Path) -> str:
 
 def stage_transfer(args) -> None:
     for seed in args.transfer_seeds:
-        lib = run_dir(run_name(args, "evolving", seed)) / "skills"
+        if (src := finished(run_name(args, "evolving", seed))) is None:
+            print(f"[learning] skip transfer of seed {seed}: no finished evolving run", flush=True)
+            continue
+        lib = src / "skills"
         st = statuses(lib)
         evaluate(
             f"transfer-{args.start}-seed{seed}",
@@ -207,7 +276,7 @@ def stage_mind2web(args) -> None:
     evaluate("m2w-untrained", "none", "embedded", *tf, cfg=M2W_CFG)
     for mode in ("evolving", "grpo"):
         run = run_dir(f"{mode}-seed0", "mind2web")
-        if todo(run / "summary.json"):
+        if todo(run / "summary.json") and todo(OUT / f"eval_m2w-{mode}.json"):
             sh([EVORL, "train", "--config", M2W_CFG, f"trainer.mode={mode}", "trainer.seed=0",
                 f"trainer.iterations={args.m2w_iterations}", f"trainer.run_dir={run}", "env.eval_splits=[]",
                 "trainer.resume=auto", *COMMON], OUT / "logs" / f"{run.name}.log")  # fmt: skip
@@ -313,9 +382,9 @@ def stage_report(args) -> None:
         per_seed = {}
         for seed in args.seeds:
             name = run_name(args, mode, seed)
-            run = run_dir(name)
+            run = finished(name)
             ev = load_eval(f"{name}_online")
-            if not (run / "summary.json").exists() or ev is None:
+            if run is None or ev is None:
                 continue
             summary = json.loads((run / "summary.json").read_text())
             per_seed[seed] = {"iterations": summary["iteration"], "policy_version": summary["policy_version"],
@@ -457,6 +526,10 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--iterations", type=int, default=10)
     ap.add_argument("--m2w-iterations", type=int, default=8)
+    ap.add_argument("--modes", nargs="+", default=["evolving", "grpo"], choices=["evolving", "grpo"])
+    ap.add_argument(
+        "--library-eval", type=int, default=1, help="also evaluate evolving runs under the library protocol"
+    )
     ap.add_argument("--transfer-seeds", type=int, nargs="+", default=[0])
     # The default start is start-e3, the one of three recipes whose go/no-go showed the skill channel
     # moving the solver (docs/results.md section 1); the first was --start start --sft-epochs 4

@@ -137,6 +137,33 @@ def test_learning_markdown_tables_paired_rows():
     assert "Transfer" not in md and "Mind2Web" not in md  # empty sections are left out
 
 
+def test_learning_keeps_finished_runs_for_later_sessions(tmp_path, monkeypatch):
+    """Checkpoints are not committed: a finished run's summary, metrics and skills are, and a later
+    session (no runs/ folder) reports from that copy and does not train the run again once evaluated."""
+    monkeypatch.setattr(learning, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(learning, "OUT", tmp_path / "results")
+    args = type("A", (), {"start": "start-e3"})()
+    live = learning.run_dir(learning.run_name(args, "grpo", 0))
+    (live / "skills").mkdir(parents=True)
+    (live / "summary.json").write_text('{"iteration": 2}')
+    (live / "metrics.jsonl").write_text('{"iteration": 1, "iteration_s": 5.0}\n')
+    (live / "skills" / "manifest.json").write_text("{}")
+    (live / "ckpt").mkdir()  # a checkpoint: not kept
+    kept = learning.keep(live)
+    assert kept == learning.kept_dir("start-e3-grpo-seed0")
+    assert sorted(p.name for p in kept.iterdir()) == ["metrics.jsonl", "skills", "summary.json"]
+    assert learning.finished("start-e3-grpo-seed0") == live  # the live run first
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs")  # a new session: no checkpoints
+    assert learning.finished("start-e3-grpo-seed0") == kept
+    assert not learning.done_run(args, "grpo", 0)  # kept, but never evaluated: it must be trained again
+    (tmp_path / "results" / "eval_start-e3-grpo-seed0_online.json").write_text("{}")
+    assert learning.done_run(args, "grpo", 0) and not learning.done_run(args, "evolving", 0)
+    assert learning.finished("start-e3-evolving-seed0") is None
+    assert learning.curves(kept)["iteration_s"] == [5.0]
+
+
 # ---- write_tables.py -----------------------------------------------------------------------------
 def test_splice_keeps_hand_written_text():
     text = f"intro\n{tables.BEGIN}\nold\n{tables.END}\noutro\n"

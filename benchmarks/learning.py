@@ -323,20 +323,33 @@ def bootstrap(per_game: list[dict[str, bool]], n: int = 5000, seed: int = 0) -> 
     return point, draws[int(0.025 * n)], draws[int(0.975 * n) - 1]
 
 
-def paired_diff(ev: dict, types: set[str] | None, n: int = 5000) -> dict:
-    """with_skill - no_skill on the same games: the difference, its bootstrap interval, McNemar's p."""
+def paired(a: dict[str, bool], b: dict[str, bool], n: int = 5000) -> dict:
+    """a - b on the games both played: wins of each, the difference, its bootstrap interval over games,
+    the discordant pairs and McNemar's exact p."""
     from cluster.evaluation import mcnemar_p
 
-    w, o = outcomes(ev, "with_skill", types), outcomes(ev, "no_skill", types)
-    games = sorted(set(w) & set(o))
+    games = sorted(set(a) & set(b))
     if not games:
         return {}
     rng = random.Random(1)
-    diffs = sorted(statistics.mean(w[t] - o[t] for t in (rng.choice(games) for _ in games)) for _ in range(n))
-    b, c = sum(w[t] and not o[t] for t in games), sum(o[t] and not w[t] for t in games)
-    return {"games": len(games), "with_skill": sum(w[t] for t in games), "no_skill": sum(o[t] for t in games),
-            "diff": statistics.mean(w[t] - o[t] for t in games), "ci95": [diffs[int(0.025 * n)], diffs[int(0.975 * n) - 1]],
-            "with_only": b, "no_skill_only": c, "mcnemar_p": mcnemar_p(b, c)}  # fmt: skip
+    diffs = sorted(statistics.mean(a[t] - b[t] for t in (rng.choice(games) for _ in games)) for _ in range(n))
+    a_only, b_only = sum(a[t] and not b[t] for t in games), sum(b[t] and not a[t] for t in games)
+    return {"games": len(games), "a": sum(a[t] for t in games), "b": sum(b[t] for t in games),
+            "diff": statistics.mean(a[t] - b[t] for t in games), "ci95": [diffs[int(0.025 * n)], diffs[int(0.975 * n) - 1]],
+            "a_only": a_only, "b_only": b_only, "mcnemar_p": mcnemar_p(a_only, b_only)}  # fmt: skip
+
+
+def paired_diff(ev: dict, types: set[str] | None, n: int = 5000) -> dict:
+    """with_skill - no_skill on the same games of one evaluation (`paired`, keys named by arm)."""
+    d = paired(outcomes(ev, "with_skill", types), outcomes(ev, "no_skill", types), n)
+    names = {"a": "with_skill", "b": "no_skill", "a_only": "with_only", "b_only": "no_skill_only"}
+    return {names.get(k, k): v for k, v in d.items()}
+
+
+def vs_start(ev: dict, start: dict, groups: dict, n: int = 5000) -> dict:
+    """A trained model against the start, arm by arm, on the same eval games (a: the run, b: the start)."""
+    return {arm: {g: paired(outcomes(ev, arm, t), outcomes(start, arm, t), n) for g, t in groups.items()}
+            for arm in ("with_skill", "no_skill")}  # fmt: skip
 
 
 def curves(run: Path) -> dict[str, list]:
@@ -393,6 +406,8 @@ def stage_report(args) -> None:
                               "online": {g: paired_diff(ev, t) for g, t in groups.items()}, "ev": ev}  # fmt: skip
             per_seed[seed]["curves"] = c = curves(run)
             per_seed[seed]["wall_s"] = run_wall_s(c, summary.get("train_wall_s"))
+            if start:
+                per_seed[seed]["vs_start"] = vs_start(ev, start, groups)
             if mode == "evolving" and (lib := load_eval(f"{name}_library")):
                 per_seed[seed]["library_protocol"] = {g: paired_diff(lib, t) for g, t in groups.items()}
         report["runs"][mode] = {s: {k: v for k, v in r.items() if k != "ev"} for s, r in per_seed.items()}
@@ -459,6 +474,13 @@ def _pd(d: dict) -> str:
             f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}], McNemar p {d['mcnemar_p']:.3f}")  # fmt: skip
 
 
+def _pv(d: dict) -> str:
+    if not d:
+        return "-"
+    return (f"{d['a']}/{d['games']} vs {d['b']}/{d['games']}: {d['diff']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}], "
+            f"McNemar p {d['mcnemar_p']:.3f} ({d['a_only']} vs {d['b_only']} discordant)")  # fmt: skip
+
+
 def markdown(r: dict) -> str:
     m = r["machine"]
     lines = ["# Learning evidence (issue #18)", "",
@@ -500,6 +522,13 @@ def markdown(r: dict) -> str:
             lib = x.get("library_protocol", {}).get("trained", {})
             lines.append(f"| {mode} seed {seed} | {x['iterations']} | {x['policy_version']} | {x['wall_s']:.0f} | "
                          f"{x['library']} | {_pd(x['online']['trained'])} | {_pd(lib)} |")  # fmt: skip
+    vs = [(f"{mode} seed {seed}", x["vs_start"]) for mode, runs in r["runs"].items() for seed, x in runs.items()
+          if x.get("vs_start")]  # fmt: skip
+    if vs:
+        lines += ["", f"## Each run against the start ({r.get('start', 'start')}), paired on the same games (run vs start)", "",
+                  "| run; arm | trained | held-out |", "|---|---|---|"]  # fmt: skip
+        lines += [f"| {name}; {arm.replace('_', ' ')} | {_pv(d[arm].get('trained', {}))} | {_pv(d[arm].get('heldout', {}))} |"
+                  for name, d in vs for arm in ("with_skill", "no_skill")]  # fmt: skip
     if r["transfer"]:
         lines += ["", "## Transfer: the evolving runs' skills given to models not trained with them", "",
                   "| model + skills | trained | held-out |", "|---|---|---|"]  # fmt: skip

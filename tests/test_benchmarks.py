@@ -103,6 +103,20 @@ def test_paired_diff_counts_discordant_pairs():
     assert learning.paired_diff(_ev(rows), {"other"}) == {}
 
 
+def test_vs_start_pairs_each_arm_of_two_models_on_shared_games():
+    run = _ev([("g1", "t", "with_skill", True), ("g2", "t", "with_skill", True), ("g1", "t", "no_skill", False),
+               ("g2", "t", "no_skill", True), ("g3", "h", "no_skill", True)])  # fmt: skip
+    start = _ev([("g1", "t", "with_skill", False), ("g2", "t", "with_skill", True), ("g1", "t", "no_skill", True),
+                 ("g2", "t", "no_skill", True)])  # fmt: skip
+    d = learning.vs_start(run, start, {"trained": {"t"}, "heldout": {"h"}}, n=500)
+    w = d["with_skill"]["trained"]
+    assert (w["games"], w["a"], w["b"], w["a_only"], w["b_only"], w["diff"]) == (2, 2, 1, 1, 0, 0.5)
+    o = d["no_skill"]["trained"]
+    assert (o["a"], o["b"], o["a_only"], o["b_only"], o["diff"]) == (1, 2, 0, 1, -0.5)
+    assert d["no_skill"]["heldout"] == {}  # g3 has no start episode: not paired
+    assert "1/2 vs 2/2: -0.500" in learning._pv(o) and "(0 vs 1 discordant)" in learning._pv(o)
+
+
 def test_learning_markdown_tables_paired_rows():
     pd = {"games": 4, "with_skill": 3, "no_skill": 1, "diff": 0.5, "ci95": [0.25, 0.75], "mcnemar_p": 0.5}
     ci = (0.25, 0.1, 0.4)
@@ -134,6 +148,26 @@ def test_learning_markdown_tables_paired_rows():
            "online": {"trained": pd}, "curves": curves, "wall_s": learning.run_wall_s(curves, 20.0)}  # fmt: skip
     md = learning.markdown({**report, "runs": {"grpo": {0: run}}, "seeds_completed": [0]})
     assert "| grpo seed 0 | 2 | 2 | 120 | {} | 3/4 vs 1/4" in md
+    assert "against the start" not in md  # no start evaluation paired: no such table
+    pv = {
+        "games": 4,
+        "a": 3,
+        "b": 2,
+        "diff": 0.25,
+        "ci95": [-0.25, 0.75],
+        "a_only": 1,
+        "b_only": 0,
+        "mcnemar_p": 1.0,
+    }
+    run["vs_start"] = {
+        "with_skill": {"trained": pv, "heldout": {}},
+        "no_skill": {"trained": pv, "heldout": pv},
+    }
+    md = learning.markdown({**report, "runs": {"grpo": {0: run}}, "seeds_completed": [0]})
+    assert (
+        "| grpo seed 0; with skill | 3/4 vs 2/4: +0.250 [-0.250, +0.750], McNemar p 1.000 (1 vs 0 discordant) | - |"
+        in md
+    )
     assert "Transfer" not in md and "Mind2Web" not in md  # empty sections are left out
 
 

@@ -62,9 +62,13 @@ def _learning() -> list[str]:
     modes = d.get("modes", {})
     for mode in ("evolving", "grpo"):
         if mode in modes and "start" in modes:
-            w, s0 = modes[mode]["with_skill"], modes["start"]["with_skill"]
-            rows.append(f"| {mode}, {len(d['seeds'])} seeds, online protocol: trained / held-out | {_ci(w['trained'])} / "
-                        f"{_ci(w['heldout'])} | start {_ci(s0['trained'])} / {_ci(s0['heldout'])} | see docs | {day} |")  # fmt: skip
+            w, s0, runs = modes[mode]["with_skill"], modes["start"]["with_skill"], d["runs"].get(mode, {})
+            paired = "; ".join(f"seed {seed}: {v['diff']:+.3f} [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}], McNemar p "
+                               f"{v['mcnemar_p']:.2f}" for seed, r in runs.items()
+                               if (v := r.get("vs_start", {}).get("with_skill", {}).get("trained")))  # fmt: skip
+            rows.append(f"| {mode} (seeds {', '.join(map(str, runs))}), online protocol with skill: trained / held-out | "
+                        f"{_ci(w['trained'])} / {_ci(w['heldout'])} | start {_ci(s0['trained'])} / {_ci(s0['heldout'])} | "
+                        f"paired vs start, trained: {paired or 'see docs'} | {day} |")  # fmt: skip
     m2w = d.get("mind2web", {})
     if all(f"m2w-{m}" in m2w for m in ("evolving", "grpo", "untrained", "random")):
         sr = {m: _pooled_step_sr(m2w[f"m2w-{m}"]) for m in ("evolving", "grpo", "untrained", "random")}

@@ -308,3 +308,21 @@ def test_mind2web_step_sr_pooled_over_splits():
     stats = {"eval/a/no_skill/step_sr": 0.25, "eval/a/no_skill/scored_steps": 8.0,
              "eval/b/no_skill/step_sr": 0.0, "eval/b/no_skill/scored_steps": 3.0, "eval/b/no_skill/task_sr": 0.0}  # fmt: skip
     assert tables._pooled_step_sr(stats) == (2, 11)
+
+
+def test_learning_mode_row_names_the_seeds_run_and_their_pairing_with_the_start(tmp_path, monkeypatch):
+    res = tmp_path / "learning"
+    res.mkdir()
+    ci = [0.3, 0.2, 0.4]
+    pv = {"games": 96, "a": 32, "b": 26, "diff": 0.0625, "ci95": [-0.02, 0.15], "mcnemar_p": 0.24}
+    arms = {"with_skill": {"trained": ci, "heldout": ci}, "no_skill": {"trained": ci, "heldout": ci}}
+    (res / "learning.json").write_text(json.dumps({
+        "machine": {"date": "2026-12-02 04:00 UTC"}, "seeds": [0, 1, 2], "gonogo": {}, "mind2web": {},
+        "modes": {"evolving": arms, "start": arms},
+        "runs": {"evolving": {"0": {"vs_start": {"with_skill": {"trained": pv}}}}}}))  # fmt: skip
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    (row,) = tables._learning()
+    assert row.startswith(
+        "| evolving (seeds 0), online protocol with skill: trained / held-out | 0.300 [0.200, 0.400]"
+    )
+    assert "paired vs start, trained: seed 0: +0.062 [-0.020, +0.150], McNemar p 0.24 | 2026-12-02 |" in row

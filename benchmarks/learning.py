@@ -358,7 +358,8 @@ def curves(run: Path) -> dict[str, list]:
     rows = [r for r in read_metrics(run) if "iteration_s" in r]
     keep = ("source/success", "downstream/success", "baseline/success", "policy_version", "iteration_s",
             "adv/zero_variance_groups", "adv/groups", "learner/skipped_zero_adv_traces", "skills/parse_failure_rate",
-            "source/truncated", "downstream/truncated", "downstream/episodes")  # fmt: skip
+            "source/truncated", "downstream/truncated", "downstream/episodes", "learner/kl", "learner/entropy",
+            "learner/grad_norm")  # fmt: skip
     return {k: [r.get(k) for r in rows] for k in ("iteration", *keep)}
 
 

@@ -66,7 +66,7 @@ def _learning() -> list[str]:
             paired = "; ".join(f"seed {seed}: {v['diff']:+.3f} [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}], McNemar p "
                                f"{v['mcnemar_p']:.2f}" for seed, r in runs.items()
                                if (v := r.get("vs_start", {}).get("with_skill", {}).get("trained")))  # fmt: skip
-            rows.append(f"| {mode} (seeds {', '.join(map(str, runs))}), online protocol with skill: trained / held-out | "
+            rows.append(f"| {mode} (seed{'s' * (len(runs) > 1)} {', '.join(map(str, runs))}), online protocol with skill: trained / held-out | "
                         f"{_ci(w['trained'])} / {_ci(w['heldout'])} | start {_ci(s0['trained'])} / {_ci(s0['heldout'])} | "
                         f"paired vs start, trained: {paired or 'see docs'} | {day} |")  # fmt: skip
     m2w = d.get("mind2web", {})

@@ -323,6 +323,6 @@ def test_learning_mode_row_names_the_seeds_run_and_their_pairing_with_the_start(
     monkeypatch.setattr(tables, "RESULTS", tmp_path)
     (row,) = tables._learning()
     assert row.startswith(
-        "| evolving (seeds 0), online protocol with skill: trained / held-out | 0.300 [0.200, 0.400]"
+        "| evolving (seed 0), online protocol with skill: trained / held-out | 0.300 [0.200, 0.400]"
     )
     assert "paired vs start, trained: seed 0: +0.062 [-0.020, +0.150], McNemar p 0.24 | 2026-12-02 |" in row

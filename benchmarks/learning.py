@@ -155,17 +155,17 @@ def run_dir(name: str, env: str = "alfworld") -> Path:
     return RUNS / f"{env}-{name}"
 
 
-def kept_dir(name: str, env: str = "alfworld") -> Path:
-    """A finished run's small artifacts (summary, metrics, skill library), committed under the results:
-    checkpoints live in runs/ (not committed), so a later session reports and transfers from these."""
-    return OUT / "run_records" / f"{env}-{name}"
+def kept_dir(run: Path) -> Path:
+    """Where a run's small artifacts (summary, metrics, skill library) are committed: checkpoints live
+    in runs/ (not committed), so a later session reports and transfers from these."""
+    return OUT / "run_records" / run.name
 
 
 def keep(run: Path) -> Path:
     """Copy a finished run's summary.json, metrics.jsonl and skills/ into kept_dir (idempotent)."""
     import shutil
 
-    dst = OUT / "run_records" / run.name
+    dst = kept_dir(run)
     if (run / "summary.json").exists():
         dst.mkdir(parents=True, exist_ok=True)
         for f in ("summary.json", "metrics.jsonl"):
@@ -178,7 +178,7 @@ def keep(run: Path) -> Path:
 
 def finished(name: str, env: str = "alfworld") -> Path | None:
     """The folder holding a finished run's summary: the live run, else its committed copy."""
-    for d in (run_dir(name, env), kept_dir(name, env)):
+    for d in (run_dir(name, env), kept_dir(run_dir(name, env))):
         if (d / "summary.json").exists():
             return d
     return None
@@ -197,8 +197,9 @@ def weights_sha256(model: Path) -> str:
 def done_run(args, mode: str, seed: int) -> bool:
     """Trained and evaluated (in this session or a committed earlier one): nothing left to redo."""
     name = run_name(args, mode, seed)
-    return (run_dir(name) / "summary.json").exists() or (
-        finished(name) is not None and (OUT / f"eval_{name}_online.json").exists()
+    live = run_dir(name)
+    return (live / "summary.json").exists() or (
+        (kept_dir(live) / "summary.json").exists() and (OUT / f"eval_{name}_online.json").exists()
     )
 
 
@@ -219,8 +220,9 @@ def stage_evals(args) -> None:
             name = run_name(args, mode, seed)
             run = run_dir(name)
             protocols = ["online", "library"] if mode == "evolving" and args.library_eval else ["online"]
-            missing = [p for p in protocols if todo(OUT / f"eval_{name}_{p}.json")]
-            if missing and not (run / "summary.json").exists():
+            if not (run / "summary.json").exists() and any(
+                todo(OUT / f"eval_{name}_{p}.json") for p in protocols
+            ):
                 print(
                     f"[learning] skip eval of {name}: no checkpoint in {run} (run the runs stage)", flush=True
                 )

@@ -184,7 +184,11 @@ def test_learning_keeps_finished_runs_for_later_sessions(tmp_path, monkeypatch):
     (live / "skills" / "manifest.json").write_text("{}")
     (live / "ckpt").mkdir()  # a checkpoint: not kept
     kept = learning.keep(live)
-    assert kept == learning.kept_dir("start-e3-grpo-seed0")
+    assert (
+        kept
+        == learning.kept_dir(live)
+        == tmp_path / "results" / "run_records" / "alfworld-start-e3-grpo-seed0"
+    )
     assert sorted(p.name for p in kept.iterdir()) == ["metrics.jsonl", "skills", "summary.json"]
     assert learning.finished("start-e3-grpo-seed0") == live  # the live run first
     import shutil

@@ -53,6 +53,10 @@ EVORL = str(ROOT / ".venv/bin/evorl")
 PY = str(ROOT / ".venv/bin/python")
 COMMON = ["cluster.include_dashboard=false", "cluster.metrics_export_port=23817"]
 FORCE = os.environ.get("FORCE") == "1"
+# Training variants: named overrides of the learning config, each with its own run names. "base" is the
+# config as is; lr5e-6 came from base's diagnosis (its k3 KL to the start reached 3.7-6.1 by iteration 6 at
+# lr 2e-5: docs/results.md section 1), one change at a time.
+VARIANTS = {"base": [], "lr5e-6": ["learner.lr=5e-6"]}
 
 
 def start_dir(args) -> Path:
@@ -71,8 +75,14 @@ def config_horizon() -> int:
     return load_config(ROOT / CFG).env.max_steps
 
 
-def run_name(args, mode: str, seed: int) -> str:
-    return f"{mode}-seed{seed}" if args.start == "start" else f"{args.start}-{mode}-seed{seed}"
+def mode_key(mode: str, variant: str = "base") -> str:
+    """A mode under a training variant, as the report keys it: evolving, evolving-lr5e-6."""
+    return mode if variant == "base" else f"{mode}-{variant}"
+
+
+def run_name(args, mode: str, seed: int, variant: str = "base") -> str:
+    name = f"{mode_key(mode, variant)}-seed{seed}"
+    return name if args.start == "start" else f"{args.start}-{name}"
 
 
 def todo(path: Path) -> bool:
@@ -194,43 +204,45 @@ def weights_sha256(model: Path) -> str:
     return h.hexdigest()
 
 
-def done_run(args, mode: str, seed: int) -> bool:
+def done_run(args, mode: str, seed: int, variant: str = "base") -> bool:
     """Trained and evaluated (in this session or a committed earlier one): nothing left to redo."""
-    name = run_name(args, mode, seed)
+    name = run_name(args, mode, seed, variant)
     live = run_dir(name)
     return (live / "summary.json").exists() or (
         (kept_dir(live) / "summary.json").exists() and (OUT / f"eval_{name}_online.json").exists()
     )
 
 
+def planned(args):
+    """(seed, mode, variant) of every run the runs and evals stages do."""
+    return [(s, m, v) for v in args.variants for s in args.seeds for m in args.modes]
+
+
 def stage_runs(args) -> None:
-    for seed in args.seeds:
-        for mode in args.modes:
-            run = run_dir(run_name(args, mode, seed))
-            if FORCE or not done_run(args, mode, seed):
-                sh([EVORL, "train", "--config", CFG, f"trainer.mode={mode}", f"trainer.seed={seed}",
-                    f"model.path={start_dir(args) / 'model'}", f"trainer.run_dir={run}", f"trainer.iterations={args.iterations}",
-                    "env.eval_splits=[]", "trainer.resume=auto", *horizon(args), *COMMON], OUT / "logs" / f"{run.name}.log")  # fmt: skip
-            keep(run)
+    for seed, mode, variant in planned(args):
+        run = run_dir(run_name(args, mode, seed, variant))
+        if FORCE or not done_run(args, mode, seed, variant):
+            sh([EVORL, "train", "--config", CFG, f"trainer.mode={mode}", f"trainer.seed={seed}",
+                f"model.path={start_dir(args) / 'model'}", f"trainer.run_dir={run}", f"trainer.iterations={args.iterations}",
+                "env.eval_splits=[]", "trainer.resume=auto", *VARIANTS[variant], *horizon(args), *COMMON],
+               OUT / "logs" / f"{run.name}.log")  # fmt: skip
+        keep(run)
 
 
 def stage_evals(args) -> None:
-    for seed in args.seeds:
-        for mode in args.modes:
-            name = run_name(args, mode, seed)
-            run = run_dir(name)
-            protocols = ["online", "library"] if mode == "evolving" and args.library_eval else ["online"]
-            if not (run / "summary.json").exists() and any(
-                todo(OUT / f"eval_{name}_{p}.json") for p in protocols
-            ):
-                print(
-                    f"[learning] skip eval of {name}: no checkpoint in {run} (run the runs stage)", flush=True
-                )
-                continue
-            evaluate(f"{name}_online", "online", str(run), *horizon(args))
-            if "library" in protocols:
-                evaluate(f"{name}_library", "library", str(run), "--skills", str(run / "skills"),
-                         "--skill-status", statuses(run / "skills"), *horizon(args))  # fmt: skip
+    for seed, mode, variant in planned(args):
+        name = run_name(args, mode, seed, variant)
+        run = run_dir(name)
+        protocols = ["online", "library"] if mode == "evolving" and args.library_eval else ["online"]
+        if not (run / "summary.json").exists() and any(
+            todo(OUT / f"eval_{name}_{p}.json") for p in protocols
+        ):
+            print(f"[learning] skip eval of {name}: no checkpoint in {run} (run the runs stage)", flush=True)
+            continue
+        evaluate(f"{name}_online", "online", str(run), *horizon(args))
+        if "library" in protocols:
+            evaluate(f"{name}_library", "library", str(run), "--skills", str(run / "skills"),
+                     "--skill-status", statuses(run / "skills"), *horizon(args))  # fmt: skip
 
 
 def statuses(library: Path) -> str:
@@ -240,15 +252,23 @@ def statuses(library: Path) -> str:
     return "accepted" if SkillLibrary.open(library).with_status("accepted") else "accepted,candidate"
 
 
+def transfer_label(who: str, seed: int, variant: str = "base") -> str:
+    """The eval label of one model given one evolving run's skills."""
+    return f"transfer-{who}-{'' if variant == 'base' else variant + '-'}seed{seed}"
+
+
 def stage_transfer(args) -> None:
-    for seed in args.transfer_seeds:
-        if (src := finished(run_name(args, "evolving", seed))) is None:
-            print(f"[learning] skip transfer of seed {seed}: no finished evolving run", flush=True)
+    for seed, variant in [(s, v) for v in args.variants for s in args.transfer_seeds]:
+        if (src := finished(run_name(args, "evolving", seed, variant))) is None:
+            print(
+                f"[learning] skip transfer of {mode_key('evolving', variant)} seed {seed}: no finished run",
+                flush=True,
+            )
             continue
         lib = src / "skills"
         st = statuses(lib)
         evaluate(
-            f"transfer-{args.start}-seed{seed}",
+            transfer_label(args.start, seed, variant),
             "library",
             str(start_dir(args) / "model"),
             "--skills",
@@ -258,7 +278,7 @@ def stage_transfer(args) -> None:
             *horizon(args),
         )
         evaluate(
-            f"transfer-untrained-seed{seed}",
+            transfer_label("untrained", seed, variant),
             "library",
             "embedded",
             "--skills",
@@ -381,7 +401,7 @@ def stage_report(args) -> None:
         "grpo": "1 task x 8 samples per iteration", "evolving": "1 source x N=4 skills x K=2 neighbours x 2 repeats"},
         "protocol": "online (the paper's): retrieve the most similar training task, play it with no skill, extract "
                     "one skill (greedy), play the eval task with it and without it", "gonogo": {}, "runs": {},
-        "modes": {}, "transfer": {}, "mind2web": {}, "start": args.start}  # fmt: skip
+        "modes": {}, "transfer": {}, "mind2web": {}, "start": args.start, "variants": VARIANTS}  # fmt: skip
     report["starts"] = {}  # every SFT recipe whose go/no-go was run: recipe_<name>.json, eval_<name>_*.json
     for recipe in sorted(OUT.glob("recipe_*.json")):
         name = recipe.stem.removeprefix("recipe_")
@@ -394,10 +414,10 @@ def stage_report(args) -> None:
             g: bootstrap([outcomes(ev, "no_skill", t)]) for g, t in groups.items()
         }
     start = load_eval(f"{args.start}_online")
-    for mode in ("evolving", "grpo"):
-        per_seed = {}
+    for variant, mode in [(v, m) for v in VARIANTS for m in ("evolving", "grpo")]:
+        key, per_seed = mode_key(mode, variant), {}
         for seed in args.seeds:
-            name = run_name(args, mode, seed)
+            name = run_name(args, mode, seed, variant)
             run = finished(name)
             ev = load_eval(f"{name}_online")
             if run is None or ev is None:
@@ -413,18 +433,22 @@ def stage_report(args) -> None:
                 per_seed[seed]["vs_start"] = vs_start(ev, start, groups)
             if mode == "evolving" and (lib := load_eval(f"{name}_library")):
                 per_seed[seed]["library_protocol"] = {g: paired_diff(lib, t) for g, t in groups.items()}
-        report["runs"][mode] = {s: {k: v for k, v in r.items() if k != "ev"} for s, r in per_seed.items()}
+        if variant == "base" or per_seed:  # a variant appears once it has a run
+            report["runs"][key] = {s: {k: v for k, v in r.items() if k != "ev"} for s, r in per_seed.items()}
         if per_seed:
-            report["modes"][mode] = {
+            report["modes"][key] = {
                 arm: {g: bootstrap([outcomes(r["ev"], arm, t) for r in per_seed.values()]) for g, t in groups.items()}
                 for arm in ("with_skill", "no_skill")}  # fmt: skip
     if start:
         report["modes"]["start"] = {arm: {g: bootstrap([outcomes(start, arm, t)]) for g, t in groups.items()}
                                     for arm in ("with_skill", "no_skill")}  # fmt: skip
-    for seed in args.transfer_seeds:
-        for who in (args.start, "untrained"):
-            if ev := load_eval(f"transfer-{who}-seed{seed}"):
-                report["transfer"][f"{who}-seed{seed}"] = {g: paired_diff(ev, t) for g, t in groups.items()}
+    for variant, seed, who in [
+        (v, s, w) for v in VARIANTS for s in args.transfer_seeds for w in (args.start, "untrained")
+    ]:
+        if ev := load_eval(tl := transfer_label(who, seed, variant)):
+            report["transfer"][tl.removeprefix("transfer-")] = {
+                g: paired_diff(ev, t) for g, t in groups.items()
+            }
     for label in ("m2w-untrained", "m2w-evolving", "m2w-grpo"):
         if ev := load_eval(label):
             report["mind2web"][label] = {k: v for k, v in ev["stats"].items() if "/no_skill/" in k and
@@ -448,17 +472,22 @@ def plot(report: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    for key, title in (("source/success", "training-episode success (no skill)"),
-                       ("downstream/success", "downstream success (with candidate skills)")):  # fmt: skip
+    for key, title, ylabel in (("source/success", "training-episode success (no skill)", "success"),
+                               ("downstream/success", "downstream success (with candidate skills)", "success"),
+                               ("learner/kl", "k3 KL to the start, learner mean (drift)", "KL (log scale)")):  # fmt: skip
         fig, ax = plt.subplots(figsize=(6.5, 3.6))
-        for mode, runs in report["runs"].items():
+        for key_mode, runs in report["runs"].items():
+            mode = key_mode.split("-")[0]  # evolving-lr5e-6: an evolving variant, dashed
             for seed, r in runs.items():
                 c = r["curves"]
                 if any(v is not None for v in c.get(key, [])):
-                    ax.plot(c["iteration"], c[key], marker="o", ms=3, label=f"{mode} seed {seed}",
-                            color={"evolving": "tab:blue", "grpo": "tab:orange"}[mode], alpha=0.5 + 0.15 * int(seed))  # fmt: skip
+                    ax.plot(c["iteration"], c[key], marker="o", ms=3, label=f"{key_mode} seed {seed}",
+                            color={"evolving": "tab:blue", "grpo": "tab:orange"}[mode], alpha=0.5 + 0.15 * int(seed),
+                            linestyle="-" if key_mode == mode else "--")  # fmt: skip
+        if key == "learner/kl":
+            ax.set_yscale("log")
         ax.set_xlabel("iteration")
-        ax.set_ylabel("success")
+        ax.set_ylabel(ylabel)
         ax.set_title(title)
         ax.legend(fontsize=7)
         fig.tight_layout()
@@ -543,7 +572,7 @@ def markdown(r: dict) -> str:
             cells = [" / ".join(f"{s.get(f'eval/{sp}/no_skill/{k}', float('nan')):.2f}" for k in ("element_acc", "op_f1", "step_sr", "task_sr"))
                      for sp in ("test_task", "test_website", "test_domain")]  # fmt: skip
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "Curves: curve_source_success.png, curve_downstream_success.png. Diagnosis per run (zero-variance "
+    lines += ["", "Curves: curve_source_success.png, curve_downstream_success.png, curve_learner_kl.png. Diagnosis per run (zero-variance "
               "groups, truncation, parse failures) in learning.json `runs.<mode>.<seed>.curves`."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
@@ -559,6 +588,13 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=10)
     ap.add_argument("--m2w-iterations", type=int, default=8)
     ap.add_argument("--modes", nargs="+", default=["evolving", "grpo"], choices=["evolving", "grpo"])
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        default=["base"],
+        choices=list(VARIANTS),
+        help="training variants to run (VARIANTS)",
+    )
     ap.add_argument(
         "--library-eval", type=int, default=1, help="also evaluate evolving runs under the library protocol"
     )

@@ -60,8 +60,9 @@ def _learning() -> list[str]:
                             f"no skill {g['no_skill']}/{g['games']} | {g['diff']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}], "
                             f"McNemar p {g['mcnemar_p']:.2f} | {day} |")  # fmt: skip
     modes = d.get("modes", {})
-    for mode in ("evolving", "grpo"):
-        if mode in modes and "start" in modes:
+    # evolving, grpo and their training variants (evolving-lr5e-6)
+    for mode in [m for m in modes if m != "start"]:
+        if "start" in modes:
             w, s0, runs = modes[mode]["with_skill"], modes["start"]["with_skill"], d["runs"].get(mode, {})
             paired = "; ".join(f"seed {seed}: {v['diff']:+.3f} [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}], McNemar p "
                                f"{v['mcnemar_p']:.2f}" for seed, r in runs.items()

@@ -330,3 +330,34 @@ def test_learning_mode_row_names_the_seeds_run_and_their_pairing_with_the_start(
         "| evolving (seed 0), online protocol with skill: trained / held-out | 0.300 [0.200, 0.400]"
     )
     assert "paired vs start, trained: seed 0: +0.062 [-0.020, +0.150], McNemar p 0.24 | 2026-12-02 |" in row
+
+
+def test_learning_variant_runs_carry_their_overrides_and_their_own_names(tmp_path, monkeypatch):
+    """A training variant (VARIANTS) is trained with its config overrides under its own run name, so
+    the base run's record and evaluation never stand in for it, and the report keys it apart."""
+    monkeypatch.setattr(learning, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(learning, "OUT", tmp_path / "results")
+    calls = []
+    monkeypatch.setattr(learning, "sh", lambda cmd, log, retries=1: calls.append(cmd))
+    args = type("A", (), {"start": "start-e3", "seeds": [0], "modes": ["evolving"], "variants": ["base", "lr5e-6"],
+                          "iterations": 3, "max_steps": 15})()  # fmt: skip
+    assert learning.run_name(args, "evolving", 0, "lr5e-6") == "start-e3-evolving-lr5e-6-seed0"
+    assert (
+        learning.mode_key("evolving", "lr5e-6") == "evolving-lr5e-6" and learning.mode_key("grpo") == "grpo"
+    )
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "eval_start-e3-evolving-seed0_online.json").write_text("{}")
+    kept = tmp_path / "results" / "run_records" / "alfworld-start-e3-evolving-seed0"
+    kept.mkdir(parents=True)
+    (kept / "summary.json").write_text("{}")  # base: trained and evaluated in an earlier session
+    assert learning.done_run(args, "evolving", 0) and not learning.done_run(args, "evolving", 0, "lr5e-6")
+    learning.stage_runs(args)
+    assert len(calls) == 1, "only the variant is trained"
+    cmd = calls[0]
+    assert (
+        "learner.lr=5e-6" in cmd
+        and f"trainer.run_dir={tmp_path / 'runs' / 'alfworld-start-e3-evolving-lr5e-6-seed0'}" in cmd
+    )
+    assert learning.transfer_label("untrained", 0, "lr5e-6") == "transfer-untrained-lr5e-6-seed0"
+    # the base keeps the labels it was committed with
+    assert learning.transfer_label("start-e3", 0) == "transfer-start-e3-seed0"

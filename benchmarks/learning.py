@@ -425,7 +425,7 @@ def stage_report(args) -> None:
             summary = json.loads((run / "summary.json").read_text())
             per_seed[seed] = {"iterations": summary["iteration"], "policy_version": summary["policy_version"],
                               "train_wall_s": summary.get("train_wall_s"), "library": summary["library"],
-                              "resumed_from_iteration": summary.get("resumed_from_iteration"),
+                              "resumed_from_iteration": summary.get("resumed_from_iteration"), "overrides": VARIANTS[variant],
                               "online": {g: paired_diff(ev, t) for g, t in groups.items()}, "ev": ev}  # fmt: skip
             per_seed[seed]["curves"] = c = curves(run)
             per_seed[seed]["wall_s"] = run_wall_s(c, summary.get("train_wall_s"))

@@ -338,6 +338,7 @@ def test_learning_variant_runs_carry_their_overrides_and_their_own_names(tmp_pat
     monkeypatch.setattr(learning, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(learning, "OUT", tmp_path / "results")
     calls = []
+    monkeypatch.setattr(learning, "FORCE", False)
     monkeypatch.setattr(learning, "sh", lambda cmd, log, retries=1: calls.append(cmd))
     args = type("A", (), {"start": "start-e3", "seeds": [0], "modes": ["evolving"], "variants": ["base", "lr5e-6"],
                           "iterations": 3, "max_steps": 15})()  # fmt: skip

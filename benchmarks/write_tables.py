@@ -60,16 +60,15 @@ def _learning() -> list[str]:
                             f"no skill {g['no_skill']}/{g['games']} | {g['diff']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}], "
                             f"McNemar p {g['mcnemar_p']:.2f} | {day} |")  # fmt: skip
     modes = d.get("modes", {})
-    # evolving, grpo and their training variants (evolving-lr5e-6)
-    for mode in [m for m in modes if m != "start"]:
-        if "start" in modes:
-            w, s0, runs = modes[mode]["with_skill"], modes["start"]["with_skill"], d["runs"].get(mode, {})
-            paired = "; ".join(f"seed {seed}: {v['diff']:+.3f} [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}], McNemar p "
-                               f"{v['mcnemar_p']:.2f}" for seed, r in runs.items()
-                               if (v := r.get("vs_start", {}).get("with_skill", {}).get("trained")))  # fmt: skip
-            rows.append(f"| {mode} (seed{'s' * (len(runs) > 1)} {', '.join(map(str, runs))}), online protocol with skill: trained / held-out | "
-                        f"{_ci(w['trained'])} / {_ci(w['heldout'])} | start {_ci(s0['trained'])} / {_ci(s0['heldout'])} | "
-                        f"paired vs start, trained: {paired or 'see docs'} | {day} |")  # fmt: skip
+    # evolving, grpo and their training variants (evolving-lr5e-6), each row against the start
+    for mode in [m for m in modes if m != "start"] if "start" in modes else []:
+        w, s0, runs = modes[mode]["with_skill"], modes["start"]["with_skill"], d["runs"].get(mode, {})
+        paired = "; ".join(f"seed {seed}: {v['diff']:+.3f} [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}], McNemar p "
+                           f"{v['mcnemar_p']:.2f}" for seed, r in runs.items()
+                           if (v := r.get("vs_start", {}).get("with_skill", {}).get("trained")))  # fmt: skip
+        rows.append(f"| {mode} (seed{'s' * (len(runs) > 1)} {', '.join(map(str, runs))}), online protocol with skill: trained / held-out | "
+                    f"{_ci(w['trained'])} / {_ci(w['heldout'])} | start {_ci(s0['trained'])} / {_ci(s0['heldout'])} | "
+                    f"paired vs start, trained: {paired or 'see docs'} | {day} |")  # fmt: skip
     m2w = d.get("mind2web", {})
     if all(f"m2w-{m}" in m2w for m in ("evolving", "grpo", "untrained", "random")):
         sr = {m: _pooled_step_sr(m2w[f"m2w-{m}"]) for m in ("evolving", "grpo", "untrained", "random")}

@@ -334,7 +334,8 @@ def test_learning_mode_row_names_the_seeds_run_and_their_pairing_with_the_start(
 
 def test_learning_variant_runs_carry_their_overrides_and_their_own_names(tmp_path, monkeypatch):
     """A training variant (VARIANTS) is trained with its config overrides under its own run name, so
-    the base run's record and evaluation never stand in for it, and the report keys it apart."""
+    the base run's record and evaluation never stand in for it, and its mode key and transfer labels
+    are its own while the base keeps the names it was committed with."""
     monkeypatch.setattr(learning, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(learning, "OUT", tmp_path / "results")
     calls = []

@@ -401,7 +401,7 @@ def stage_report(args) -> None:
         "grpo": "1 task x 8 samples per iteration", "evolving": "1 source x N=4 skills x K=2 neighbours x 2 repeats"},
         "protocol": "online (the paper's): retrieve the most similar training task, play it with no skill, extract "
                     "one skill (greedy), play the eval task with it and without it", "gonogo": {}, "runs": {},
-        "modes": {}, "transfer": {}, "mind2web": {}, "start": args.start, "variants": VARIANTS}  # fmt: skip
+        "modes": {}, "off_budget": {}, "transfer": {}, "mind2web": {}, "start": args.start, "variants": VARIANTS}  # fmt: skip
     report["starts"] = {}  # every SFT recipe whose go/no-go was run: recipe_<name>.json, eval_<name>_*.json
     for recipe in sorted(OUT.glob("recipe_*.json")):
         name = recipe.stem.removeprefix("recipe_")
@@ -435,10 +435,13 @@ def stage_report(args) -> None:
                 per_seed[seed]["library_protocol"] = {g: paired_diff(lib, t) for g, t in groups.items()}
         if variant == "base" or per_seed:  # a variant appears once it has a run
             report["runs"][key] = {s: {k: v for k, v in r.items() if k != "ev"} for s, r in per_seed.items()}
-        if per_seed:
+        # Pool only runs that had the budget this report states; a shorter (or longer) run is listed, not pooled.
+        if same := [r for r in per_seed.values() if r["iterations"] == args.iterations]:
             report["modes"][key] = {
-                arm: {g: bootstrap([outcomes(r["ev"], arm, t) for r in per_seed.values()]) for g, t in groups.items()}
+                arm: {g: bootstrap([outcomes(r["ev"], arm, t) for r in same]) for g, t in groups.items()}
                 for arm in ("with_skill", "no_skill")}  # fmt: skip
+        if off := sorted(s for s, r in per_seed.items() if r["iterations"] != args.iterations):
+            report["off_budget"][key] = off
     if start:
         report["modes"]["start"] = {arm: {g: bootstrap([outcomes(start, arm, t)]) for g, t in groups.items()}
                                     for arm in ("with_skill", "no_skill")}  # fmt: skip
@@ -542,6 +545,9 @@ def markdown(r: dict) -> str:
         lines.append(
             f"| {name} | {_ci(w['trained'])} | {_ci(w['heldout'])} | {_ci(o['trained'])} | {_ci(o['heldout'])} |"
         )
+    for mode, seeds in r.get("off_budget", {}).items():
+        lines.append(f"\n{mode} seeds {seeds} ran another number of iterations than "
+                     f"{r['budget']['iterations_per_run']}: listed under Runs, not pooled here.")  # fmt: skip
     if not r.get("seeds_completed"):
         lines += [
             "",

@@ -378,7 +378,9 @@ def test_learning_report_pools_only_runs_with_the_stated_budget(tmp_path, monkey
         name = learning.run_name(args, "evolving", seed)
         kept = learning.kept_dir(learning.run_dir(name))
         kept.mkdir(parents=True)
-        (kept / "summary.json").write_text(json.dumps({"iteration": iters, "policy_version": iters, "library": {}}))
+        (kept / "summary.json").write_text(
+            json.dumps({"iteration": iters, "policy_version": iters, "library": {}})
+        )
         (kept / "metrics.jsonl").write_text(json.dumps({"iteration": 1, "iteration_s": 5.0}) + "\n")
         episodes = [{"task_id": f"g{i}", "won": w, "arm": arm, "task_type": "pick_and_place_simple"}
                     for i, w in enumerate(wins[seed]) for arm in ("with_skill", "no_skill")]  # fmt: skip
@@ -388,4 +390,7 @@ def test_learning_report_pools_only_runs_with_the_stated_budget(tmp_path, monkey
     assert sorted(report["runs"]["evolving"]) == ["0", "1"], "both runs are listed"
     assert report["off_budget"] == {"evolving": [1]}
     assert report["modes"]["evolving"]["with_skill"]["trained"][0] == 0.5, "seed 0 alone: 2 of 4"
-    assert "seeds [1] ran another number of iterations than 10" in (tmp_path / "results" / "learning.md").read_text()
+    assert (
+        "seeds [1] ran another number of iterations than 10"
+        in (tmp_path / "results" / "learning.md").read_text()
+    )

@@ -253,8 +253,13 @@ def statuses(library: Path) -> str:
 
 
 def transfer_label(who: str, seed: int, variant: str = "base") -> str:
-    """The eval label of one model given one evolving run's skills."""
-    return f"transfer-{who}-{'' if variant == 'base' else variant + '-'}seed{seed}"
+    """The eval label of one model given one evolving run's skills. A variant's label names the run the
+    skills came from after "from-", so it cannot read as another model (the base keeps its committed label)."""
+    return (
+        f"transfer-{who}-seed{seed}"
+        if variant == "base"
+        else f"transfer-{who}-from-{mode_key('evolving', variant)}-seed{seed}"
+    )
 
 
 def stage_transfer(args) -> None:
@@ -423,7 +428,7 @@ def stage_report(args) -> None:
             if run is None or ev is None:
                 continue
             summary = json.loads((run / "summary.json").read_text())
-            per_seed[seed] = {"iterations": summary["iteration"], "policy_version": summary["policy_version"],
+            per_seed[seed] = {"mode": mode, "variant": variant, "iterations": summary["iteration"], "policy_version": summary["policy_version"],
                               "train_wall_s": summary.get("train_wall_s"), "library": summary["library"],
                               "resumed_from_iteration": summary.get("resumed_from_iteration"), "overrides": VARIANTS[variant],
                               "online": {g: paired_diff(ev, t) for g, t in groups.items()}, "ev": ev}  # fmt: skip
@@ -480,15 +485,15 @@ def plot(report: dict) -> None:
                                ("learner/kl", "k3 KL to the start, learner mean (drift)", "KL (log scale)")):  # fmt: skip
         fig, ax = plt.subplots(figsize=(6.5, 3.6))
         for key_mode, runs in report["runs"].items():
-            mode = key_mode.split("-")[0]  # evolving-lr5e-6: an evolving variant, dashed
             for seed, r in runs.items():
                 c = r["curves"]
                 if any(v is not None for v in c.get(key, [])):
                     ax.plot(c["iteration"], c[key], marker="o", ms=3, label=f"{key_mode} seed {seed}",
-                            color={"evolving": "tab:blue", "grpo": "tab:orange"}[mode], alpha=0.5 + 0.15 * int(seed),
-                            linestyle="-" if key_mode == mode else "--")  # fmt: skip
-        if key == "learner/kl":
+                            color={"evolving": "tab:blue", "grpo": "tab:orange"}[r["mode"]], alpha=0.5 + 0.15 * int(seed),
+                            linestyle="-" if r["variant"] == "base" else "--")  # fmt: skip
+        if key == "learner/kl":  # an iteration that did not train logs KL 0: a log axis cannot draw it
             ax.set_yscale("log")
+            title += "; KL 0 (no update) not drawn"
         ax.set_xlabel("iteration")
         ax.set_ylabel(ylabel)
         ax.set_title(title)

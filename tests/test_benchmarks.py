@@ -360,7 +360,9 @@ def test_learning_variant_runs_carry_their_overrides_and_their_own_names(tmp_pat
         "learner.lr=5e-6" in cmd
         and f"trainer.run_dir={tmp_path / 'runs' / 'alfworld-start-e3-evolving-lr5e-6-seed0'}" in cmd
     )
-    assert learning.transfer_label("untrained", 0, "lr5e-6") == "transfer-untrained-lr5e-6-seed0"
+    assert (
+        learning.transfer_label("untrained", 0, "lr5e-6") == "transfer-untrained-from-evolving-lr5e-6-seed0"
+    )
     # the base keeps the labels it was committed with
     assert learning.transfer_label("start-e3", 0) == "transfer-start-e3-seed0"
 
@@ -370,7 +372,6 @@ def test_learning_report_pools_only_runs_with_the_stated_budget(tmp_path, monkey
     "same budget" row: pooling a 5-iteration run with 10-iteration ones would misstate the budget."""
     monkeypatch.setattr(learning, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(learning, "OUT", tmp_path / "results")
-    monkeypatch.setattr(learning, "plot", lambda report: None)
     args = type("A", (), {"start": "start-e3", "seeds": [0, 1], "iterations": 10, "m2w_iterations": 8,
                           "transfer_seeds": []})()  # fmt: skip
     wins = {0: [True, True, False, False], 1: [False, False, False, False]}
@@ -381,7 +382,8 @@ def test_learning_report_pools_only_runs_with_the_stated_budget(tmp_path, monkey
         (kept / "summary.json").write_text(
             json.dumps({"iteration": iters, "policy_version": iters, "library": {}})
         )
-        (kept / "metrics.jsonl").write_text(json.dumps({"iteration": 1, "iteration_s": 5.0}) + "\n")
+        (kept / "metrics.jsonl").write_text(json.dumps({"iteration": 1, "iteration_s": 5.0, "source/success": 0.5,
+                                                        "downstream/success": 0.4, "learner/kl": 0.01}) + "\n")  # fmt: skip
         episodes = [{"task_id": f"g{i}", "won": w, "arm": arm, "task_type": "pick_and_place_simple"}
                     for i, w in enumerate(wins[seed]) for arm in ("with_skill", "no_skill")]  # fmt: skip
         (tmp_path / "results" / f"eval_{name}_online.json").write_text(json.dumps({"episodes": episodes}))
@@ -389,6 +391,7 @@ def test_learning_report_pools_only_runs_with_the_stated_budget(tmp_path, monkey
     report = json.loads((tmp_path / "results" / "learning.json").read_text())
     assert sorted(report["runs"]["evolving"]) == ["0", "1"], "both runs are listed"
     assert report["off_budget"] == {"evolving": [1]}
+    assert (tmp_path / "results" / "curve_learner_kl.png").exists(), "the curves are drawn from the runs"
     assert report["modes"]["evolving"]["with_skill"]["trained"][0] == 0.5, "seed 0 alone: 2 of 4"
     assert (
         "seeds [1] ran another number of iterations than 10"

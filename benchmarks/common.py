@@ -56,12 +56,35 @@ def speed_probe(threads: int = 0, seconds: float = 2.0) -> float:
         torch.set_num_threads(prev)
 
 
+ISA = (
+    "avx2",
+    "avx512f",
+    "avx512_bf16",
+    "amx_bf16",
+)  # what decides CPU matmul speed (bf16 needs the last two)
+
+
+def cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
+    """The CPU's model and the ISA extensions in ISA: hosts behind the same "2 cores" differ (an AVX2-only
+    host ran the SFT start 3.5x slower than an AVX512-BF16 one), so a wall time names its host."""
+    try:
+        info = cpuinfo.read_text()
+    except OSError:
+        return {"model": platform.processor() or "unknown", "isa": []}
+    fields = {
+        k.strip(): v.strip() for k, v in (line.split(":", 1) for line in info.splitlines() if ":" in line)
+    }
+    flags = set(fields.get("flags", "").lower().split())
+    return {"model": fields.get("model name", "unknown"), "isa": [f for f in ISA if f in flags]}
+
+
 def machine() -> dict:
     import torch
 
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpus": os.cpu_count(),
+        "cpu": cpu(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -172,13 +172,13 @@ def kept_dir(run: Path) -> Path:
 
 
 def keep(run: Path) -> Path:
-    """Copy a finished run's summary.json, metrics.jsonl and skills/ into kept_dir (idempotent)."""
+    """Copy a finished run's summary.json, metrics.jsonl, host.json and skills/ into kept_dir (idempotent)."""
     import shutil
 
     dst = kept_dir(run)
     if (run / "summary.json").exists():
         dst.mkdir(parents=True, exist_ok=True)
-        for f in ("summary.json", "metrics.jsonl"):
+        for f in ("summary.json", "metrics.jsonl", "host.json"):
             if (run / f).exists():
                 shutil.copy2(run / f, dst / f)
         if (run / "skills").is_dir():
@@ -226,6 +226,9 @@ def stage_runs(args) -> None:
                 f"model.path={start_dir(args) / 'model'}", f"trainer.run_dir={run}", f"trainer.iterations={args.iterations}",
                 "env.eval_splits=[]", "trainer.resume=auto", *VARIANTS[variant], *horizon(args), *COMMON],
                OUT / "logs" / f"{run.name}.log")  # fmt: skip
+            # the host it trained on: wall times of runs from different sessions compare only on the same CPU
+            if (run / "summary.json").exists():
+                (run / "host.json").write_text(json.dumps(machine(), indent=1))
         keep(run)
 
 
@@ -432,6 +435,7 @@ def stage_report(args) -> None:
                               "train_wall_s": summary.get("train_wall_s"), "library": summary["library"],
                               "resumed_from_iteration": summary.get("resumed_from_iteration"), "overrides": VARIANTS[variant],
                               "online": {g: paired_diff(ev, t) for g, t in groups.items()}, "ev": ev}  # fmt: skip
+            per_seed[seed]["host"] = json.loads(h.read_text()) if (h := run / "host.json").exists() else None
             per_seed[seed]["curves"] = c = curves(run)
             per_seed[seed]["wall_s"] = run_wall_s(c, summary.get("train_wall_s"))
             if start:

@@ -56,6 +56,16 @@ def test_interleave_alternates_order_and_discards_warmup():
     assert common.median(runs["b"], "x") == 5
 
 
+def test_cpu_names_model_and_the_isa_that_sets_matmul_speed(tmp_path):
+    info = tmp_path / "cpuinfo"
+    core = "model name\t: {m}\nflags\t\t: fpu sse4_2 avx2 {x}\n\n"
+    info.write_text(core.format(m="Intel Xeon", x="avx512f avx512_bf16") * 2)
+    assert common.cpu(info) == {"model": "Intel Xeon", "isa": ["avx2", "avx512f", "avx512_bf16"]}
+    info.write_text(core.format(m="AMD EPYC", x=""))
+    assert common.cpu(info) == {"model": "AMD EPYC", "isa": ["avx2"]}
+    assert common.cpu(tmp_path / "absent")["isa"] == []
+
+
 def test_verdict_says_met_or_missed():
     assert common.verdict(1.234, ">= 1", True) == "1.23 (target >= 1: met)"
     assert common.verdict(0.5, ">= 0.9", False) == "0.50 (target >= 0.9: MISSED)"
@@ -340,7 +350,15 @@ def test_learning_variant_runs_carry_their_overrides_and_their_own_names(tmp_pat
     monkeypatch.setattr(learning, "OUT", tmp_path / "results")
     calls = []
     monkeypatch.setattr(learning, "FORCE", False)
-    monkeypatch.setattr(learning, "sh", lambda cmd, log, retries=1: calls.append(cmd))
+
+    def fake_train(cmd, log, retries=1):  # a fake `evorl train`: records the call, writes the run's summary
+        calls.append(cmd)
+        run = Path(next(c for c in cmd if c.startswith("trainer.run_dir=")).split("=", 1)[1])
+        run.mkdir(parents=True)
+        (run / "summary.json").write_text("{}")
+
+    monkeypatch.setattr(learning, "sh", fake_train)
+    monkeypatch.setattr(learning, "machine", lambda: {"cpu": {"model": "test", "isa": []}})
     args = type("A", (), {"start": "start-e3", "seeds": [0], "modes": ["evolving"], "variants": ["base", "lr5e-6"],
                           "iterations": 3, "max_steps": 15})()  # fmt: skip
     assert learning.run_name(args, "evolving", 0, "lr5e-6") == "start-e3-evolving-lr5e-6-seed0"
@@ -360,6 +378,9 @@ def test_learning_variant_runs_carry_their_overrides_and_their_own_names(tmp_pat
         "learner.lr=5e-6" in cmd
         and f"trainer.run_dir={tmp_path / 'runs' / 'alfworld-start-e3-evolving-lr5e-6-seed0'}" in cmd
     )
+    kept_variant = tmp_path / "results" / "run_records" / "alfworld-start-e3-evolving-lr5e-6-seed0"
+    assert json.loads((kept_variant / "host.json").read_text())["cpu"]["model"] == "test", "the host is kept"
+    assert not (kept / "host.json").exists(), "a run not trained here gets no host of this machine"
     assert (
         learning.transfer_label("untrained", 0, "lr5e-6") == "transfer-untrained-from-evolving-lr5e-6-seed0"
     )

@@ -13,8 +13,8 @@
    training task's planner solution, written by rule) and with its own extracted skill (the paper's
    online protocol), each paired with no skill on the same games; and the untrained model.
 4. runs: per seed, grpo and evolving from the start, the same number of iterations (optimizer
-   steps); the wall time of each is recorded. A finished run's summary, metrics and skill library
-   are copied to results/learning/run_records/ (committed; checkpoints are not), so a later session,
+   steps); the wall time of each is recorded. A finished run's summary, metrics, host (CPU model and
+   ISA, host.json) and skill library are copied to results/learning/run_records/ (committed; checkpoints are not), so a later session,
    which rebuilds the start (its weights' sha256 is checked against recipe_<start>.json), reports and
    transfers from them and trains only the runs not yet evaluated (`--modes`, `--seeds` pick them).
 5. evals: every run's last checkpoint under the online protocol (and evolving's own library).
@@ -25,7 +25,8 @@
    the untrained model and a random policy.
 8. report: benchmarks/results/learning/learning.{json,md} and the learning-curve PNGs: success with
    95% intervals from a bootstrap over eval games (the games are a sample too), paired with-skill /
-   no-skill differences with McNemar's exact p, seeds pooled and per seed.
+   no-skill differences with McNemar's exact p, per seed and pooled over the seeds whose run had the
+   report's `--iterations` (the others are listed under `off_budget`, not pooled).
 Stages whose outputs exist are skipped (FORCE=1 redoes them), so an interrupted run continues.
 """
 
@@ -166,7 +167,7 @@ def run_dir(name: str, env: str = "alfworld") -> Path:
 
 
 def kept_dir(run: Path) -> Path:
-    """Where a run's small artifacts (summary, metrics, skill library) are committed: checkpoints live
+    """Where a run's small artifacts (summary, metrics, host, skill library) are committed: checkpoints live
     in runs/ (not committed), so a later session reports and transfers from these."""
     return OUT / "run_records" / run.name
 
@@ -431,7 +432,7 @@ def stage_report(args) -> None:
             if run is None or ev is None:
                 continue
             summary = json.loads((run / "summary.json").read_text())
-            per_seed[seed] = {"mode": mode, "variant": variant, "iterations": summary["iteration"], "policy_version": summary["policy_version"],
+            per_seed[seed] = {"trainer_mode": mode, "variant": variant, "iterations": summary["iteration"], "policy_version": summary["policy_version"],
                               "train_wall_s": summary.get("train_wall_s"), "library": summary["library"],
                               "resumed_from_iteration": summary.get("resumed_from_iteration"), "overrides": VARIANTS[variant],
                               "online": {g: paired_diff(ev, t) for g, t in groups.items()}, "ev": ev}  # fmt: skip
@@ -493,11 +494,11 @@ def plot(report: dict) -> None:
                 c = r["curves"]
                 if any(v is not None for v in c.get(key, [])):
                     ax.plot(c["iteration"], c[key], marker="o", ms=3, label=f"{key_mode} seed {seed}",
-                            color={"evolving": "tab:blue", "grpo": "tab:orange"}[r["mode"]], alpha=0.5 + 0.15 * int(seed),
+                            color={"evolving": "tab:blue", "grpo": "tab:orange"}[r["trainer_mode"]], alpha=0.5 + 0.15 * int(seed),
                             linestyle="-" if r["variant"] == "base" else "--")  # fmt: skip
-        if key == "learner/kl":  # an iteration that did not train logs KL 0: a log axis cannot draw it
+        if key == "learner/kl":  # the first update logs KL 0 (measured before its step): a log axis drops it
             ax.set_yscale("log")
-            title += "; KL 0 (no update) not drawn"
+            title += "; KL 0 not drawn"
         ax.set_xlabel("iteration")
         ax.set_ylabel(ylabel)
         ax.set_title(title)
@@ -525,10 +526,16 @@ def _pv(d: dict) -> str:
             f"McNemar p {d['mcnemar_p']:.3f} ({d['a_only']} vs {d['b_only']} discordant)")  # fmt: skip
 
 
+def _host(m: dict | None) -> str:
+    """CPU model and ISA of a machine() record; "-" for records from before it named them."""
+    c = (m or {}).get("cpu")
+    return f"{c['model']}, {'+'.join(c['isa']) or 'no AVX2'}" if c else "-"
+
+
 def markdown(r: dict) -> str:
     m = r["machine"]
     lines = ["# Learning evidence (issue #18)", "",
-             f"{m['date']}, {m['cpus']} CPU cores, no GPU; {r['config']}; seeds {r['seeds']}; budget "
+             f"{m['date']}, {m['cpus']} CPU cores ({_host(m)}), no GPU; {r['config']}; seeds {r['seeds']}; budget "
              f"{r['budget']['iterations_per_run']} iterations per run ({r['budget']['grpo']}; {r['budget']['evolving']}). "
              f"Evaluation: {r['protocol']}. Intervals: 95% bootstrap over eval games (5000 draws); paired rows give "
              "with-skill vs no-skill wins on the same games.", "",
@@ -562,12 +569,12 @@ def markdown(r: dict) -> str:
             "",
             "No grpo or evolving run is in this report yet (stage `runs`): the rows above are the start only.",
         ]
-    lines += ["", "## Runs", "", "| run | iterations | policy version | wall s (sum of iterations) | library | online paired, trained | library protocol paired, trained |",
-              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += ["", "## Runs", "", "| run | iterations | policy version | wall s (sum of iterations) | trained on | library | online paired, trained | library protocol paired, trained |",
+              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for mode, runs in r["runs"].items():
         for seed, x in runs.items():
             lib = x.get("library_protocol", {}).get("trained", {})
-            lines.append(f"| {mode} seed {seed} | {x['iterations']} | {x['policy_version']} | {x['wall_s']:.0f} | "
+            lines.append(f"| {mode} seed {seed} | {x['iterations']} | {x['policy_version']} | {x['wall_s']:.0f} | {_host(x.get('host'))} | "
                          f"{x['library']} | {_pd(x['online']['trained'])} | {_pd(lib)} |")  # fmt: skip
     vs = [(f"{mode} seed {seed}", x["vs_start"]) for mode, runs in r["runs"].items() for seed, x in runs.items()
           if x.get("vs_start")]  # fmt: skip

@@ -62,7 +62,9 @@ def _learning() -> list[str]:
     modes = d.get("modes", {})
     # evolving, grpo and their training variants (evolving-lr5e-6), each row against the start
     for mode in [m for m in modes if m != "start"] if "start" in modes else []:
-        w, s0, runs = modes[mode]["with_skill"], modes["start"]["with_skill"], d["runs"].get(mode, {})
+        off = {str(s) for s in d.get("off_budget", {}).get(mode, [])}  # listed, not pooled: not in this row
+        w, s0 = modes[mode]["with_skill"], modes["start"]["with_skill"]
+        runs = {seed: r for seed, r in d["runs"].get(mode, {}).items() if str(seed) not in off}
         paired = "; ".join(f"seed {seed}: {v['diff']:+.3f} [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}], McNemar p "
                            f"{v['mcnemar_p']:.2f}" for seed, r in runs.items()
                            if (v := r.get("vs_start", {}).get("with_skill", {}).get("trained")))  # fmt: skip

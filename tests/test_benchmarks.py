@@ -157,7 +157,7 @@ def test_learning_markdown_tables_paired_rows():
     run = {"iterations": 2, "policy_version": 2, "train_wall_s": 20.0, "library": {}, "resumed_from_iteration": 1,
            "online": {"trained": pd}, "curves": curves, "wall_s": learning.run_wall_s(curves, 20.0)}  # fmt: skip
     md = learning.markdown({**report, "runs": {"grpo": {0: run}}, "seeds_completed": [0]})
-    assert "| grpo seed 0 | 2 | 2 | 120 | {} | 3/4 vs 1/4" in md
+    assert "| grpo seed 0 | 2 | 2 | 120 | - | {} | 3/4 vs 1/4" in md
     assert "against the start" not in md  # no start evaluation paired: no such table
     pv = {
         "games": 4,
@@ -370,6 +370,9 @@ def test_learning_variant_runs_carry_their_overrides_and_their_own_names(tmp_pat
     kept = tmp_path / "results" / "run_records" / "alfworld-start-e3-evolving-seed0"
     kept.mkdir(parents=True)
     (kept / "summary.json").write_text("{}")  # base: trained and evaluated in an earlier session
+    live_base = tmp_path / "runs" / "alfworld-start-e3-evolving-seed0"
+    live_base.mkdir(parents=True)
+    (live_base / "summary.json").write_text("{}")  # and still on disk: kept again, not retrained
     assert learning.done_run(args, "evolving", 0) and not learning.done_run(args, "evolving", 0, "lr5e-6")
     learning.stage_runs(args)
     assert len(calls) == 1, "only the variant is trained"
@@ -380,7 +383,9 @@ def test_learning_variant_runs_carry_their_overrides_and_their_own_names(tmp_pat
     )
     kept_variant = tmp_path / "results" / "run_records" / "alfworld-start-e3-evolving-lr5e-6-seed0"
     assert json.loads((kept_variant / "host.json").read_text())["cpu"]["model"] == "test", "the host is kept"
-    assert not (kept / "host.json").exists(), "a run not trained here gets no host of this machine"
+    assert (kept / "summary.json").exists() and not (kept / "host.json").exists(), (
+        "a run kept but not trained here gets no host of this machine"
+    )
     assert (
         learning.transfer_label("untrained", 0, "lr5e-6") == "transfer-untrained-from-evolving-lr5e-6-seed0"
     )
@@ -392,7 +397,7 @@ def test_learning_report_pools_only_runs_with_the_stated_budget(tmp_path, monkey
     """A run with another iteration count is listed under its mode but never pooled into the
     "same budget" row: pooling a 5-iteration run with 10-iteration ones would misstate the budget."""
     monkeypatch.setattr(learning, "RUNS", tmp_path / "runs")
-    monkeypatch.setattr(learning, "OUT", tmp_path / "results")
+    monkeypatch.setattr(learning, "OUT", tmp_path / "learning")
     args = type("A", (), {"start": "start-e3", "seeds": [0, 1], "iterations": 10, "m2w_iterations": 8,
                           "transfer_seeds": []})()  # fmt: skip
     wins = {0: [True, True, False, False], 1: [False, False, False, False]}
@@ -407,14 +412,22 @@ def test_learning_report_pools_only_runs_with_the_stated_budget(tmp_path, monkey
                                                         "downstream/success": 0.4, "learner/kl": 0.01}) + "\n")  # fmt: skip
         episodes = [{"task_id": f"g{i}", "won": w, "arm": arm, "task_type": "pick_and_place_simple"}
                     for i, w in enumerate(wins[seed]) for arm in ("with_skill", "no_skill")]  # fmt: skip
-        (tmp_path / "results" / f"eval_{name}_online.json").write_text(json.dumps({"episodes": episodes}))
+        (tmp_path / "learning" / f"eval_{name}_online.json").write_text(json.dumps({"episodes": episodes}))
+        if seed == 0:
+            (kept / "host.json").write_text(json.dumps({"cpu": {"model": "AMD EPYC", "isa": ["avx2"]}}))
+            (tmp_path / "learning" / "eval_start-e3_online.json").write_text(
+                json.dumps({"episodes": episodes})
+            )
     learning.stage_report(args)
-    report = json.loads((tmp_path / "results" / "learning.json").read_text())
+    report = json.loads((tmp_path / "learning" / "learning.json").read_text())
     assert sorted(report["runs"]["evolving"]) == ["0", "1"], "both runs are listed"
     assert report["off_budget"] == {"evolving": [1]}
-    assert (tmp_path / "results" / "curve_learner_kl.png").exists(), "the curves are drawn from the runs"
+    assert (tmp_path / "learning" / "curve_learner_kl.png").exists(), "the curves are drawn from the runs"
     assert report["modes"]["evolving"]["with_skill"]["trained"][0] == 0.5, "seed 0 alone: 2 of 4"
-    assert (
-        "seeds [1] ran another number of iterations than 10"
-        in (tmp_path / "results" / "learning.md").read_text()
-    )
+    md = (tmp_path / "learning" / "learning.md").read_text()
+    assert "seeds [1] ran another number of iterations than 10" in md
+    assert "| evolving seed 0 | 10 | 10 | 5 | AMD EPYC, avx2 |" in md, "each run names the host it trained on"
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    (row,) = [r for r in tables._learning() if r.startswith("| evolving")]
+    assert row.startswith("| evolving (seed 0), online"), "the README row names only the pooled seeds"
+    assert "seed 1:" not in row

@@ -535,7 +535,7 @@ def _host(m: dict | None) -> str:
 def markdown(r: dict) -> str:
     m = r["machine"]
     lines = ["# Learning evidence (issue #18)", "",
-             f"{m['date']}, {m['cpus']} CPU cores ({_host(m)}), no GPU; {r['config']}; seeds {r['seeds']}; budget "
+             f"Report written {m['date']} on {m['cpus']} CPU cores ({_host(m)}; each run's own host: Runs), no GPU; {r['config']}; seeds {r['seeds']}; budget "
              f"{r['budget']['iterations_per_run']} iterations per run ({r['budget']['grpo']}; {r['budget']['evolving']}). "
              f"Evaluation: {r['protocol']}. Intervals: 95% bootstrap over eval games (5000 draws); paired rows give "
              "with-skill vs no-skill wins on the same games.", "",

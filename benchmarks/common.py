@@ -56,12 +56,8 @@ def speed_probe(threads: int = 0, seconds: float = 2.0) -> float:
         torch.set_num_threads(prev)
 
 
-ISA = (
-    "avx2",
-    "avx512f",
-    "avx512_bf16",
-    "amx_bf16",
-)  # what decides CPU matmul speed (bf16 needs the last two)
+# The ISA extensions that decide CPU matmul speed (fast bf16 needs one of the last two).
+ISA = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
 def cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:

@@ -14,8 +14,8 @@
    online protocol), each paired with no skill on the same games; and the untrained model.
 4. runs: per seed, grpo and evolving from the start, the same number of iterations (optimizer
    steps); the wall time of each is recorded. A finished run's summary, metrics, host (CPU model and
-   ISA, host.json) and skill library are copied to results/learning/run_records/ (committed; checkpoints are not), so a later session,
-   which rebuilds the start (its weights' sha256 is checked against recipe_<start>.json), reports and
+   ISA, host.json) and skill library are copied to results/learning/run_records/ (committed;
+   checkpoints are not), so a later session, which rebuilds the start (its weights' sha256 is checked against recipe_<start>.json), reports and
    transfers from them and trains only the runs not yet evaluated (`--modes`, `--seeds` pick them).
 5. evals: every run's last checkpoint under the online protocol (and evolving's own library).
 6. transfer: each evolving run's skills (its library; its candidates when the gate accepted none)
@@ -167,8 +167,8 @@ def run_dir(name: str, env: str = "alfworld") -> Path:
 
 
 def kept_dir(run: Path) -> Path:
-    """Where a run's small artifacts (summary, metrics, host, skill library) are committed: checkpoints live
-    in runs/ (not committed), so a later session reports and transfers from these."""
+    """Where a run's small artifacts (summary, metrics, host, skill library) are committed: checkpoints
+    live in runs/ (not committed), so a later session reports and transfers from these."""
     return OUT / "run_records" / run.name
 
 
@@ -446,11 +446,12 @@ def stage_report(args) -> None:
         if variant == "base" or per_seed:  # a variant appears once it has a run
             report["runs"][key] = {s: {k: v for k, v in r.items() if k != "ev"} for s, r in per_seed.items()}
         # Pool only runs that had the budget this report states; a shorter (or longer) run is listed, not pooled.
-        if same := [r for r in per_seed.values() if r["iterations"] == args.iterations]:
+        same = {s: r for s, r in per_seed.items() if r["iterations"] == args.iterations}
+        if same:
             report["modes"][key] = {
-                arm: {g: bootstrap([outcomes(r["ev"], arm, t) for r in same]) for g, t in groups.items()}
+                arm: {g: bootstrap([outcomes(r["ev"], arm, t) for r in same.values()]) for g, t in groups.items()}
                 for arm in ("with_skill", "no_skill")}  # fmt: skip
-        if off := sorted(s for s, r in per_seed.items() if r["iterations"] != args.iterations):
+        if off := sorted(per_seed.keys() - same.keys()):
             report["off_budget"][key] = off
     if start:
         report["modes"]["start"] = {arm: {g: bootstrap([outcomes(start, arm, t)]) for g, t in groups.items()}
@@ -562,8 +563,8 @@ def markdown(r: dict) -> str:
             f"| {name} | {_ci(w['trained'])} | {_ci(w['heldout'])} | {_ci(o['trained'])} | {_ci(o['heldout'])} |"
         )
     for mode, seeds in r.get("off_budget", {}).items():
-        lines.append(f"\n{mode} seeds {seeds} ran another number of iterations than "
-                     f"{r['budget']['iterations_per_run']}: listed under Runs, not pooled here.")  # fmt: skip
+        lines += ["", f"{mode} seeds {seeds} ran another number of iterations than "
+                      f"{r['budget']['iterations_per_run']}: listed under Runs, not pooled here."]  # fmt: skip
     if not r.get("seeds_completed"):
         lines += [
             "",

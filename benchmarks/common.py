@@ -62,11 +62,12 @@ ISA = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 def cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
     """The CPU's model and the ISA extensions in ISA: hosts behind the same "2 cores" differ (an AVX2-only
-    host ran the SFT start 3.5x slower than an AVX512-BF16 one), so a wall time names its host."""
+    host ran the SFT start 3.5x slower than an AVX512-BF16 one), so a wall time names its host. `isa` is
+    None when cpuinfo cannot be read: unknown, not "none of them"."""
     try:
         info = cpuinfo.read_text()
     except OSError:
-        return {"model": platform.processor() or "unknown", "isa": []}
+        return {"model": platform.processor() or "unknown", "isa": None}
     fields = {
         k.strip(): v.strip() for k, v in (line.split(":", 1) for line in info.splitlines() if ":" in line)
     }

@@ -530,7 +530,9 @@ def _pv(d: dict) -> str:
 def _host(m: dict | None) -> str:
     """CPU model and ISA of a machine() record; "-" for records from before it named them."""
     c = (m or {}).get("cpu")
-    return f"{c['model']}, {'+'.join(c['isa']) or 'no AVX2'}" if c else "-"
+    if not c:
+        return "-"
+    return f"{c['model']}, " + ("ISA unknown" if c["isa"] is None else "+".join(c["isa"]) or "no AVX2")
 
 
 def markdown(r: dict) -> str:

@@ -63,7 +63,10 @@ def test_cpu_names_model_and_the_isa_that_sets_matmul_speed(tmp_path):
     assert common.cpu(info) == {"model": "Intel Xeon", "isa": ["avx2", "avx512f", "avx512_bf16"]}
     info.write_text(core.format(m="AMD EPYC", x=""))
     assert common.cpu(info) == {"model": "AMD EPYC", "isa": ["avx2"]}
-    assert common.cpu(tmp_path / "absent")["isa"] == []
+    assert common.cpu(tmp_path / "absent")["isa"] is None
+    assert learning._host({"cpu": common.cpu(tmp_path / "absent")}).endswith("ISA unknown")
+    assert learning._host({"cpu": {"model": "Old", "isa": []}}) == "Old, no AVX2"
+    assert learning._host({"cpu": {"model": "AMD EPYC", "isa": ["avx2"]}}) == "AMD EPYC, avx2"
 
 
 def test_verdict_says_met_or_missed():

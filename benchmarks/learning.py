@@ -432,7 +432,7 @@ def stage_report(args) -> None:
             if run is None or ev is None:
                 continue
             summary = json.loads((run / "summary.json").read_text())
-            per_seed[seed] = {"trainer_mode": mode, "variant": variant, "iterations": summary["iteration"], "policy_version": summary["policy_version"],
+            per_seed[seed] = {"run": name, "trainer_mode": mode, "variant": variant, "iterations": summary["iteration"], "policy_version": summary["policy_version"],
                               "train_wall_s": summary.get("train_wall_s"), "library": summary["library"],
                               "resumed_from_iteration": summary.get("resumed_from_iteration"), "overrides": VARIANTS[variant],
                               "online": {g: paired_diff(ev, t) for g, t in groups.items()}, "ev": ev}  # fmt: skip
@@ -471,6 +471,9 @@ def stage_report(args) -> None:
         rnd = json.loads(p.read_text())["splits"]
         report["mind2web"]["m2w-random"] = {f"eval/{s}/no_skill/{k}": r[k] for s, r in rnd.items()
                                             for k in ("element_acc", "op_f1", "step_sr", "task_sr", "scored_steps")}  # fmt: skip
+    # When each evaluation finished (evals from before 2026-12-03 did not record it: None).
+    report["eval_dates"] = {p.stem.removeprefix("eval_"): json.loads(p.read_text()).get("finished")
+                            for p in sorted(OUT.glob("eval_*.json"))}  # fmt: skip
     report["seeds_completed"] = sorted({int(s) for runs in report["runs"].values() for s in runs})
     write_json_plain(OUT / "learning.json", report)
     plot(report)

@@ -51,14 +51,20 @@ def _ci(t) -> str:
 
 def _learning() -> list[str]:
     d = _load("learning/learning.json")
-    day, rows = _day(d["machine"]), []
+    rows, dates = [], d.get("eval_dates", {})
+
+    def day(*labels: str) -> str:
+        """The latest of these evaluations' dates; the report's, marked so, for evals that did not record one."""
+        known = [dates[x] for x in labels if dates.get(x)]
+        return max(known)[:10] if known and len(known) == len(labels) else f"report {_day(d['machine'])}"
+
     for start in d.get("starts") or {"start": {}}:  # every SFT recipe whose go/no-go ran
         for label, name in ((f"{start}_teacher", "teacher card"), (f"{start}_online", "own extracted skill")):
             g = d["gonogo"].get(label, {}).get("trained")
             if g:
                 rows.append(f"| go/no-go, {start} model + {name}, trained types (paired) | {g['with_skill']}/{g['games']} | "
                             f"no skill {g['no_skill']}/{g['games']} | {g['diff']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}], "
-                            f"McNemar p {g['mcnemar_p']:.2f} | {day} |")  # fmt: skip
+                            f"McNemar p {g['mcnemar_p']:.2f} | {day(label)} |")  # fmt: skip
     modes = d.get("modes", {})
     # evolving, grpo and their training variants (evolving-lr5e-6), each row against the start
     for mode in [m for m in modes if m != "start"] if "start" in modes else []:
@@ -68,15 +74,16 @@ def _learning() -> list[str]:
         paired = "; ".join(f"seed {seed}: {v['diff']:+.3f} [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}], McNemar p "
                            f"{v['mcnemar_p']:.2f}" for seed, r in runs.items()
                            if (v := r.get("vs_start", {}).get("with_skill", {}).get("trained")))  # fmt: skip
+        when = day(*(r.get("run", "?") + "_online" for r in runs.values()))
         rows.append(f"| {mode} (seed{'s' * (len(runs) > 1)} {', '.join(map(str, runs))}), online protocol with skill: trained / held-out | "
                     f"{_ci(w['trained'])} / {_ci(w['heldout'])} | start {_ci(s0['trained'])} / {_ci(s0['heldout'])} | "
-                    f"paired vs start, trained: {paired or 'see docs'} | {day} |")  # fmt: skip
+                    f"paired vs start, trained: {paired or 'see docs'} | {when} |")  # fmt: skip
     m2w = d.get("mind2web", {})
     if all(f"m2w-{m}" in m2w for m in ("evolving", "grpo", "untrained", "random")):
         sr = {m: _pooled_step_sr(m2w[f"m2w-{m}"]) for m in ("evolving", "grpo", "untrained", "random")}
         rows.append(f"| Mind2Web bundled sample, step SR (all test splits pooled, teacher-forced): evolving / grpo | "
                     f"{sr['evolving'][0]}/{sr['evolving'][1]} / {sr['grpo'][0]}/{sr['grpo'][1]} | untrained "
-                    f"{sr['untrained'][0]}/{sr['untrained'][1]}, random {sr['random'][0]}/{sr['random'][1]} | see docs | {day} |")  # fmt: skip
+                    f"{sr['untrained'][0]}/{sr['untrained'][1]}, random {sr['random'][0]}/{sr['random'][1]} | see docs | {day(*('m2w-' + m for m in sr))} |")  # fmt: skip
     return rows
 
 

@@ -226,8 +226,9 @@ def evaluate_only(
     finally:
         pool.shutdown()
     if out:
+        finished = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())  # results tables date each measurement
         write_json_plain(out, {"model": cfg.model.path, "protocol": protocol, "skills": skills, "stats": stats,
-                               "episodes": evaluator.episodes})  # fmt: skip
+                               "finished": finished, "episodes": evaluator.episodes})  # fmt: skip
     print(
         json.dumps(stats, indent=1)
         if as_json

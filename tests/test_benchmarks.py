@@ -336,13 +336,19 @@ def test_learning_mode_row_names_the_seeds_run_and_their_pairing_with_the_start(
     (res / "learning.json").write_text(json.dumps({
         "machine": {"date": "2026-12-02 04:00 UTC"}, "seeds": [0, 1, 2], "gonogo": {}, "mind2web": {},
         "modes": {"evolving": arms, "start": arms},
-        "runs": {"evolving": {"0": {"vs_start": {"with_skill": {"trained": pv}}}}}}))  # fmt: skip
+        "runs": {"evolving": {"0": {"run": "s-evolving-seed0", "vs_start": {"with_skill": {"trained": pv}}}}}}))  # fmt: skip
     monkeypatch.setattr(tables, "RESULTS", tmp_path)
     (row,) = tables._learning()
     assert row.startswith(
         "| evolving (seed 0), online protocol with skill: trained / held-out | 0.300 [0.200, 0.400]"
     )
-    assert "paired vs start, trained: seed 0: +0.062 [-0.020, +0.150], McNemar p 0.24 | 2026-12-02 |" in row
+    paired = "paired vs start, trained: seed 0: +0.062 [-0.020, +0.150], McNemar p 0.24"
+    assert f"{paired} | report 2026-12-02 |" in row, "an eval that recorded no date is dated by the report"
+    d = json.loads((res / "learning.json").read_text())
+    d["eval_dates"] = {"s-evolving-seed0_online": "2026-11-30 09:00 UTC"}
+    (res / "learning.json").write_text(json.dumps(d))
+    (row,) = tables._learning()
+    assert f"{paired} | 2026-11-30 |" in row, "the date is the evaluation's own, not the report's"
 
 
 def test_learning_variant_runs_carry_their_overrides_and_their_own_names(tmp_path, monkeypatch):

@@ -493,14 +493,16 @@ def plot(report: dict) -> None:
                                ("downstream/success", "downstream success (with candidate skills)", "success"),
                                ("learner/kl", "k3 KL to the start, learner mean (drift)", "KL (log scale)")):  # fmt: skip
         fig, ax = plt.subplots(figsize=(6.5, 3.6))
-        for key_mode, runs in report["runs"].items():
+        for i, (key_mode, runs) in enumerate(report["runs"].items()):  # a colour per mode and variant
             for seed, r in runs.items():
-                c = r["curves"]
-                if any(v is not None for v in c.get(key, [])):
-                    ax.plot(c["iteration"], c[key], marker="o", ms=3, label=f"{key_mode} seed {seed}",
-                            color={"evolving": "tab:blue", "grpo": "tab:orange"}[r["trainer_mode"]], alpha=0.5 + 0.15 * int(seed),
-                            linestyle="-" if r["variant"] == "base" else "--")  # fmt: skip
-        if key == "learner/kl":  # the first update logs KL 0 (measured before its step): a log axis drops it
+                c, log = r["curves"], key == "learner/kl"
+                # the first update logs KL 0 (measured before its step): a gap on the log axis, not a clipped point
+                ys = [None if v is None or (log and v <= 0) else v for v in c.get(key, [])]
+                if any(v is not None for v in ys):
+                    ax.plot(c["iteration"], [float("nan") if v is None else v for v in ys], marker="o", ms=3,
+                            label=f"{key_mode} seed {seed}", color=f"C{i}", alpha=1.0 - 0.2 * int(seed),
+                            linestyle="-" if r["trainer_mode"] == "evolving" else "--")  # fmt: skip
+        if key == "learner/kl":
             ax.set_yscale("log")
             title += "; KL 0 not drawn"
         ax.set_xlabel("iteration")

@@ -78,6 +78,12 @@ def _learning() -> list[str]:
         rows.append(f"| {mode} (seed{'s' * (len(runs) > 1)} {', '.join(map(str, runs))}), online protocol with skill: trained / held-out | "
                     f"{_ci(w['trained'])} / {_ci(w['heldout'])} | start {_ci(s0['trained'])} / {_ci(s0['heldout'])} | "
                     f"paired vs start, trained: {paired or 'see docs'} | {when} |")  # fmt: skip
+    # transfer: an evolving run's library given to a model not trained with it
+    for who, t in d.get("transfer", {}).items():
+        if g := t.get("trained"):
+            rows.append(f"| transfer, {who}: library protocol, trained types (paired) | {g['with_skill']}/{g['games']} | "
+                        f"no skill {g['no_skill']}/{g['games']} | {g['diff']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}], "
+                        f"McNemar p {g['mcnemar_p']:.2f} | {day('transfer-' + who)} |")  # fmt: skip
     m2w = d.get("mind2web", {})
     if all(f"m2w-{m}" in m2w for m in ("evolving", "grpo", "untrained", "random")):
         sr = {m: _pooled_step_sr(m2w[f"m2w-{m}"]) for m in ("evolving", "grpo", "untrained", "random")}

@@ -349,6 +349,11 @@ def test_learning_mode_row_names_the_seeds_run_and_their_pairing_with_the_start(
     (res / "learning.json").write_text(json.dumps(d))
     (row,) = tables._learning()
     assert f"{paired} | 2026-11-30 |" in row, "the date is the evaluation's own, not the report's"
+    d["transfer"] = {"s-from-evolving-seed0": {"trained": pv | {"with_skill": 20, "no_skill": 26}}}
+    (res / "learning.json").write_text(json.dumps(d))
+    _, row = tables._learning()
+    assert row.startswith("| transfer, s-from-evolving-seed0: library protocol, trained types (paired) | 20/96 | "
+                          "no skill 26/96 | +0.062"), row  # fmt: skip
 
 
 def test_learning_variant_runs_carry_their_overrides_and_their_own_names(tmp_path, monkeypatch):

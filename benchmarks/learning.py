@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import statistics
@@ -411,24 +412,31 @@ def stage_report(args) -> None:
         "protocol": "online (the paper's): retrieve the most similar training task, play it with no skill, extract "
                     "one skill (greedy), play the eval task with it and without it", "gonogo": {}, "runs": {},
         "modes": {}, "off_budget": {}, "transfer": {}, "mind2web": {}, "start": args.start, "variants": VARIANTS}  # fmt: skip
+    report["eval_dates"] = {}  # when each evaluation read here finished (None: from before evals recorded it)
+
+    def load(label: str) -> dict | None:
+        if (ev := load_eval(label)) is not None:
+            report["eval_dates"][label] = ev.get("finished")
+        return ev
+
     report["starts"] = {}  # every SFT recipe whose go/no-go was run: recipe_<name>.json, eval_<name>_*.json
     for recipe in sorted(OUT.glob("recipe_*.json")):
         name = recipe.stem.removeprefix("recipe_")
         report["starts"][name] = json.loads(recipe.read_text())
         for label in (f"{name}_teacher", f"{name}_online"):
-            if ev := load_eval(label):
+            if ev := load(label):
                 report["gonogo"][label] = {g: paired_diff(ev, t) for g, t in groups.items()}
-    if ev := load_eval("untrained_none"):
+    if ev := load("untrained_none"):
         report["gonogo"]["untrained_no_skill"] = {
             g: bootstrap([outcomes(ev, "no_skill", t)]) for g, t in groups.items()
         }
-    start = load_eval(f"{args.start}_online")
+    start = load(f"{args.start}_online")
     for variant, mode in [(v, m) for v in VARIANTS for m in ("evolving", "grpo")]:
         key, per_seed = mode_key(mode, variant), {}
         for seed in args.seeds:
             name = run_name(args, mode, seed, variant)
             run = finished(name)
-            ev = load_eval(f"{name}_online")
+            ev = load(f"{name}_online")
             if run is None or ev is None:
                 continue
             summary = json.loads((run / "summary.json").read_text())
@@ -441,7 +449,7 @@ def stage_report(args) -> None:
             per_seed[seed]["wall_s"] = run_wall_s(c, summary.get("train_wall_s"))
             if start:
                 per_seed[seed]["vs_start"] = vs_start(ev, start, groups)
-            if mode == "evolving" and (lib := load_eval(f"{name}_library")):
+            if mode == "evolving" and (lib := load(f"{name}_library")):
                 per_seed[seed]["library_protocol"] = {g: paired_diff(lib, t) for g, t in groups.items()}
         if variant == "base" or per_seed:  # a variant appears once it has a run
             report["runs"][key] = {s: {k: v for k, v in r.items() if k != "ev"} for s, r in per_seed.items()}
@@ -459,21 +467,18 @@ def stage_report(args) -> None:
     for variant, seed, who in [
         (v, s, w) for v in VARIANTS for s in args.transfer_seeds for w in (args.start, "untrained")
     ]:
-        if ev := load_eval(tl := transfer_label(who, seed, variant)):
+        if ev := load(tl := transfer_label(who, seed, variant)):
             report["transfer"][tl.removeprefix("transfer-")] = {
                 g: paired_diff(ev, t) for g, t in groups.items()
             }
     for label in ("m2w-untrained", "m2w-evolving", "m2w-grpo"):
-        if ev := load_eval(label):
+        if ev := load(label):
             report["mind2web"][label] = {k: v for k, v in ev["stats"].items() if "/no_skill/" in k and
                                          k.rsplit("/", 1)[1] in ("element_acc", "op_f1", "step_sr", "task_sr", "macro_step_sr", "episodes", "scored_steps")}  # fmt: skip
     if (p := OUT / "eval_m2w-random.json").exists():
         rnd = json.loads(p.read_text())["splits"]
         report["mind2web"]["m2w-random"] = {f"eval/{s}/no_skill/{k}": r[k] for s, r in rnd.items()
                                             for k in ("element_acc", "op_f1", "step_sr", "task_sr", "scored_steps")}  # fmt: skip
-    # When each evaluation finished (evals from before 2026-12-03 did not record it: None).
-    report["eval_dates"] = {p.stem.removeprefix("eval_"): json.loads(p.read_text()).get("finished")
-                            for p in sorted(OUT.glob("eval_*.json"))}  # fmt: skip
     report["seeds_completed"] = sorted({int(s) for runs in report["runs"].values() for s in runs})
     write_json_plain(OUT / "learning.json", report)
     plot(report)
@@ -497,9 +502,9 @@ def plot(report: dict) -> None:
             for seed, r in runs.items():
                 c, log = r["curves"], key == "learner/kl"
                 # the first update logs KL 0 (measured before its step): a gap on the log axis, not a clipped point
-                ys = [None if v is None or (log and v <= 0) else v for v in c.get(key, [])]
-                if any(v is not None for v in ys):
-                    ax.plot(c["iteration"], [float("nan") if v is None else v for v in ys], marker="o", ms=3,
+                ys = [math.nan if v is None or (log and v <= 0) else v for v in c.get(key, [])]
+                if any(not math.isnan(v) for v in ys):
+                    ax.plot(c["iteration"], ys, marker="o", ms=3,
                             label=f"{key_mode} seed {seed}", color=f"C{i}", alpha=1.0 - 0.2 * int(seed),
                             linestyle="-" if r["trainer_mode"] == "evolving" else "--")  # fmt: skip
         if key == "learner/kl":

@@ -62,9 +62,8 @@ def _learning() -> list[str]:
         for label, name in ((f"{start}_teacher", "teacher card"), (f"{start}_online", "own extracted skill")):
             g = d["gonogo"].get(label, {}).get("trained")
             if g:
-                rows.append(f"| go/no-go, {start} model + {name}, trained types (paired) | {g['with_skill']}/{g['games']} | "
-                            f"no skill {g['no_skill']}/{g['games']} | {g['diff']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}], "
-                            f"McNemar p {g['mcnemar_p']:.2f} | {day(label)} |")  # fmt: skip
+                what = f"go/no-go, {start} model + {name}, trained types (paired)"
+                rows.append(_paired_row(what, g, day(label)))
     modes = d.get("modes", {})
     # evolving, grpo and their training variants (evolving-lr5e-6), each row against the start
     for mode in [m for m in modes if m != "start"] if "start" in modes else []:
@@ -81,9 +80,8 @@ def _learning() -> list[str]:
     # transfer: an evolving run's library given to a model not trained with it
     for who, t in d.get("transfer", {}).items():
         if g := t.get("trained"):
-            rows.append(f"| transfer, {who}: library protocol, trained types (paired) | {g['with_skill']}/{g['games']} | "
-                        f"no skill {g['no_skill']}/{g['games']} | {g['diff']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}], "
-                        f"McNemar p {g['mcnemar_p']:.2f} | {day('transfer-' + who)} |")  # fmt: skip
+            what = f"transfer, {who}: library protocol, trained types (paired)"
+            rows.append(_paired_row(what, g, day("transfer-" + who)))
     m2w = d.get("mind2web", {})
     if all(f"m2w-{m}" in m2w for m in ("evolving", "grpo", "untrained", "random")):
         sr = {m: _pooled_step_sr(m2w[f"m2w-{m}"]) for m in ("evolving", "grpo", "untrained", "random")}
@@ -91,6 +89,12 @@ def _learning() -> list[str]:
                     f"{sr['evolving'][0]}/{sr['evolving'][1]} / {sr['grpo'][0]}/{sr['grpo'][1]} | untrained "
                     f"{sr['untrained'][0]}/{sr['untrained'][1]}, random {sr['random'][0]}/{sr['random'][1]} | see docs | {day(*('m2w-' + m for m in sr))} |")  # fmt: skip
     return rows
+
+
+def _paired_row(measure: str, g: dict, when: str) -> str:
+    """One README row of a paired with-skill / no-skill result (learning.py's paired_diff) on the same games."""
+    return (f"| {measure} | {g['with_skill']}/{g['games']} | no skill {g['no_skill']}/{g['games']} | {g['diff']:+.3f} "
+            f"[{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}], McNemar p {g['mcnemar_p']:.2f} | {when} |")  # fmt: skip
 
 
 def _pooled_step_sr(stats: dict) -> tuple[int, int]:

@@ -430,10 +430,12 @@ def test_learning_report_pools_only_runs_with_the_stated_budget(tmp_path, monkey
         if seed == 0:
             (kept / "host.json").write_text(json.dumps({"cpu": {"model": "AMD EPYC", "isa": ["avx2"]}}))
             (tmp_path / "learning" / "eval_start-e3_online.json").write_text(
-                json.dumps({"episodes": episodes})
+                json.dumps({"episodes": episodes, "finished": "2026-12-03 10:00 UTC"})
             )
     learning.stage_report(args)
     report = json.loads((tmp_path / "learning" / "learning.json").read_text())
+    assert report["eval_dates"]["start-e3_online"] == "2026-12-03 10:00 UTC", "each eval read is dated"
+    assert report["eval_dates"]["start-e3-evolving-seed0_online"] is None, "an eval without a date: None"
     assert sorted(report["runs"]["evolving"]) == ["0", "1"], "both runs are listed"
     assert report["off_budget"] == {"evolving": [1]}
     assert (tmp_path / "learning" / "curve_learner_kl.png").exists(), "the curves are drawn from the runs"

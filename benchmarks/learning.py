@@ -378,9 +378,10 @@ def paired_diff(ev: dict, types: set[str] | None, n: int = 5000) -> dict:
     return {names.get(k, k): v for k, v in d.items()}
 
 
-def vs_start(ev: dict, start: dict, groups: dict, n: int = 5000) -> dict:
-    """A trained model against the start, arm by arm, on the same eval games (a: the run, b: the start)."""
-    return {arm: {g: paired(outcomes(ev, arm, t), outcomes(start, arm, t), n) for g, t in groups.items()}
+def versus(ev: dict, other: dict, groups: dict, n: int = 5000) -> dict:
+    """One model against another (a run against the start, evolving against grpo), arm by arm, on the
+    same eval games (a: `ev`, b: `other`)."""
+    return {arm: {g: paired(outcomes(ev, arm, t), outcomes(other, arm, t), n) for g, t in groups.items()}
             for arm in ("with_skill", "no_skill")}  # fmt: skip
 
 
@@ -431,6 +432,7 @@ def stage_report(args) -> None:
             g: bootstrap([outcomes(ev, "no_skill", t)]) for g, t in groups.items()
         }
     start = load(f"{args.start}_online")
+    evals: dict[tuple[str, str, int], dict] = {}  # (variant, mode, seed): its online evaluation
     for variant, mode in [(v, m) for v in VARIANTS for m in ("evolving", "grpo")]:
         key, per_seed = mode_key(mode, variant), {}
         for seed in args.seeds:
@@ -439,6 +441,7 @@ def stage_report(args) -> None:
             ev = load(f"{name}_online")
             if run is None or ev is None:
                 continue
+            evals[variant, mode, seed] = ev
             summary = json.loads((run / "summary.json").read_text())
             per_seed[seed] = {"run": name, "trainer_mode": mode, "variant": variant, "iterations": summary["iteration"], "policy_version": summary["policy_version"],
                               "train_wall_s": summary.get("train_wall_s"), "library": summary["library"],
@@ -448,7 +451,7 @@ def stage_report(args) -> None:
             per_seed[seed]["curves"] = c = curves(run)
             per_seed[seed]["wall_s"] = run_wall_s(c, summary.get("train_wall_s"))
             if start:
-                per_seed[seed]["vs_start"] = vs_start(ev, start, groups)
+                per_seed[seed]["vs_start"] = versus(ev, start, groups)
             if mode == "evolving" and (lib := load(f"{name}_library")):
                 per_seed[seed]["library_protocol"] = {g: paired_diff(lib, t) for g, t in groups.items()}
         if variant == "base" or per_seed:  # a variant appears once it has a run
@@ -461,6 +464,11 @@ def stage_report(args) -> None:
                 for arm in ("with_skill", "no_skill")}  # fmt: skip
         if off := sorted(per_seed.keys() - same.keys()):
             report["off_budget"][key] = off
+    # the paper's comparison, seed by seed: both modes from the same start, seed and variant, same games
+    report["evolving_vs_grpo"] = {}
+    for (variant, mode, seed), ev in evals.items():
+        if mode == "evolving" and (grpo := evals.get((variant, "grpo", seed))):
+            report["evolving_vs_grpo"].setdefault(variant, {})[seed] = versus(ev, grpo, groups)
     if start:
         report["modes"]["start"] = {arm: {g: bootstrap([outcomes(start, arm, t)]) for g, t in groups.items()}
                                     for arm in ("with_skill", "no_skill")}  # fmt: skip
@@ -596,6 +604,13 @@ def markdown(r: dict) -> str:
                   "| run; arm | trained | held-out |", "|---|---|---|"]  # fmt: skip
         lines += [f"| {name}; {arm.replace('_', ' ')} | {_pv(d[arm].get('trained', {}))} | {_pv(d[arm].get('heldout', {}))} |"
                   for name, d in vs for arm in ("with_skill", "no_skill")]  # fmt: skip
+    if vg := [
+        (v, seed, d) for v, seeds in r.get("evolving_vs_grpo", {}).items() for seed, d in seeds.items()
+    ]:
+        lines += ["", "## Evolving against grpo: same start, seed and variant, paired on the same games (evolving vs grpo)", "",
+                  "| variant, seed; arm | trained | held-out |", "|---|---|---|"]  # fmt: skip
+        lines += [f"| {v}, seed {seed}; {arm.replace('_', ' ')} | {_pv(d[arm].get('trained', {}))} | {_pv(d[arm].get('heldout', {}))} |"
+                  for v, seed, d in vg for arm in ("with_skill", "no_skill")]  # fmt: skip
     if r["transfer"]:
         lines += ["", "## Transfer: the evolving runs' skills given to models not trained with them", "",
                   "| model + skills | trained | held-out |", "|---|---|---|"]  # fmt: skip

@@ -77,6 +77,23 @@ def _learning() -> list[str]:
         rows.append(f"| {mode} (seed{'s' * (len(runs) > 1)} {', '.join(map(str, runs))}), online protocol with skill: trained / held-out | "
                     f"{_ci(w['trained'])} / {_ci(w['heldout'])} | start {_ci(s0['trained'])} / {_ci(s0['heldout'])} | "
                     f"paired vs start, trained: {paired or 'see docs'} | {when} |")  # fmt: skip
+    # the paper's comparison: evolving against grpo from the same start, seed and variant, same games
+    for variant, seeds in d.get("evolving_vs_grpo", {}).items():
+        cells = {seed: v for seed, x in seeds.items() if (v := x.get("with_skill", {}).get("trained"))}
+        if cells:
+            name = "evolving vs grpo" + ("" if variant == "base" else f" ({variant})")
+            wins = "; ".join(
+                f"seed {s}: {v['a']}/{v['games']} vs {v['b']}/{v['games']}" for s, v in cells.items()
+            )
+            diffs = "; ".join(f"seed {s}: {v['diff']:+.3f} [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}], McNemar p "
+                              f"{v['mcnemar_p']:.2f}" for s, v in cells.items())  # fmt: skip
+            keys = [m if variant == "base" else f"{m}-{variant}" for m in ("evolving", "grpo")]  # mode_key
+            runs = [
+                d["runs"].get(k, {}).get(seed, {}).get("run", "?") + "_online" for seed in cells for k in keys
+            ]
+            rows.append(
+                f"| {name}, online protocol with skill, trained types (paired per seed) | {wins} | grpo | {diffs} | {day(*runs)} |"
+            )
     # transfer: an evolving run's library given to a model not trained with it
     for who, t in d.get("transfer", {}).items():
         if g := t.get("trained"):

@@ -116,12 +116,12 @@ def test_paired_diff_counts_discordant_pairs():
     assert learning.paired_diff(_ev(rows), {"other"}) == {}
 
 
-def test_vs_start_pairs_each_arm_of_two_models_on_shared_games():
+def test_versus_pairs_each_arm_of_two_models_on_shared_games():
     run = _ev([("g1", "t", "with_skill", True), ("g2", "t", "with_skill", True), ("g1", "t", "no_skill", False),
                ("g2", "t", "no_skill", True), ("g3", "h", "no_skill", True)])  # fmt: skip
     start = _ev([("g1", "t", "with_skill", False), ("g2", "t", "with_skill", True), ("g1", "t", "no_skill", True),
                  ("g2", "t", "no_skill", True)])  # fmt: skip
-    d = learning.vs_start(run, start, {"trained": {"t"}, "heldout": {"h"}}, n=500)
+    d = learning.versus(run, start, {"trained": {"t"}, "heldout": {"h"}}, n=500)
     w = d["with_skill"]["trained"]
     assert (w["games"], w["a"], w["b"], w["a_only"], w["b_only"], w["diff"]) == (2, 2, 1, 1, 0, 0.5)
     o = d["no_skill"]["trained"]
@@ -432,8 +432,20 @@ def test_learning_report_pools_only_runs_with_the_stated_budget(tmp_path, monkey
             (tmp_path / "learning" / "eval_start-e3_online.json").write_text(
                 json.dumps({"episodes": episodes, "finished": "2026-12-03 10:00 UTC"})
             )
+    # grpo seed 0 from the same start, on the same games: evolving is paired against it seed by seed
+    grpo = learning.run_name(args, "grpo", 0)
+    kept = learning.kept_dir(learning.run_dir(grpo))
+    kept.mkdir(parents=True)
+    (kept / "summary.json").write_text(json.dumps({"iteration": 10, "policy_version": 10, "library": {}}))
+    episodes = [{"task_id": f"g{i}", "won": i == 0, "arm": arm, "task_type": "pick_and_place_simple"}
+                for i in range(4) for arm in ("with_skill", "no_skill")]  # fmt: skip
+    (tmp_path / "learning" / f"eval_{grpo}_online.json").write_text(json.dumps({"episodes": episodes}))
     learning.stage_report(args)
     report = json.loads((tmp_path / "learning" / "learning.json").read_text())
+    vg = report["evolving_vs_grpo"]
+    assert list(vg) == ["base"] and list(vg["base"]) == ["0"], "only seed 0 has both modes"
+    d = vg["base"]["0"]["with_skill"]["trained"]
+    assert (d["games"], d["a"], d["b"], d["a_only"], d["b_only"]) == (4, 2, 1, 1, 0), d
     assert report["eval_dates"]["start-e3_online"] == "2026-12-03 10:00 UTC", "each eval read is dated"
     assert report["eval_dates"]["start-e3-evolving-seed0_online"] is None, "an eval without a date: None"
     assert sorted(report["runs"]["evolving"]) == ["0", "1"], "both runs are listed"
@@ -443,7 +455,10 @@ def test_learning_report_pools_only_runs_with_the_stated_budget(tmp_path, monkey
     md = (tmp_path / "learning" / "learning.md").read_text()
     assert "seeds [1] ran another number of iterations than 10" in md
     assert "| evolving seed 0 | 10 | 10 | 5 | AMD EPYC, avx2 |" in md, "each run names the host it trained on"
+    assert "| base, seed 0; with skill | 2/4 vs 1/4: +0.250" in md, "the evolving-vs-grpo table"
     monkeypatch.setattr(tables, "RESULTS", tmp_path)
-    (row,) = [r for r in tables._learning() if r.startswith("| evolving")]
+    (row,) = [r for r in tables._learning() if r.startswith("| evolving (")]
     assert row.startswith("| evolving (seed 0), online"), "the README row names only the pooled seeds"
     assert "seed 1:" not in row
+    (row,) = [r for r in tables._learning() if r.startswith("| evolving vs grpo")]
+    assert "| seed 0: 2/4 vs 1/4 | grpo | seed 0: +0.250" in row, row

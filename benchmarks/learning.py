@@ -446,7 +446,7 @@ def stage_report(args) -> None:
             per_seed[seed] = {"run": name, "trainer_mode": mode, "variant": variant, "iterations": summary["iteration"], "policy_version": summary["policy_version"],
                               "train_wall_s": summary.get("train_wall_s"), "library": summary["library"],
                               "resumed_from_iteration": summary.get("resumed_from_iteration"), "overrides": VARIANTS[variant],
-                              "online": {g: paired_diff(ev, t) for g, t in groups.items()}, "ev": ev}  # fmt: skip
+                              "online": {g: paired_diff(ev, t) for g, t in groups.items()}}  # fmt: skip
             per_seed[seed]["host"] = json.loads(h.read_text()) if (h := run / "host.json").exists() else None
             per_seed[seed]["curves"] = c = curves(run)
             per_seed[seed]["wall_s"] = run_wall_s(c, summary.get("train_wall_s"))
@@ -455,12 +455,12 @@ def stage_report(args) -> None:
             if mode == "evolving" and (lib := load(f"{name}_library")):
                 per_seed[seed]["library_protocol"] = {g: paired_diff(lib, t) for g, t in groups.items()}
         if variant == "base" or per_seed:  # a variant appears once it has a run
-            report["runs"][key] = {s: {k: v for k, v in r.items() if k != "ev"} for s, r in per_seed.items()}
+            report["runs"][key] = per_seed
         # Pool only runs that had the budget this report states; a shorter (or longer) run is listed, not pooled.
         same = {s: r for s, r in per_seed.items() if r["iterations"] == args.iterations}
         if same:
             report["modes"][key] = {
-                arm: {g: bootstrap([outcomes(r["ev"], arm, t) for r in same.values()]) for g, t in groups.items()}
+                arm: {g: bootstrap([outcomes(evals[variant, mode, s], arm, t) for s in same]) for g, t in groups.items()}
                 for arm in ("with_skill", "no_skill")}  # fmt: skip
         if off := sorted(per_seed.keys() - same.keys()):
             report["off_budget"][key] = off
@@ -468,7 +468,12 @@ def stage_report(args) -> None:
     report["evolving_vs_grpo"] = {}
     for (variant, mode, seed), ev in evals.items():
         if mode == "evolving" and (grpo := evals.get((variant, "grpo", seed))):
-            report["evolving_vs_grpo"].setdefault(variant, {})[seed] = versus(ev, grpo, groups)
+            # whose evaluations these are (the README row dates them)
+            runs = {m: run_name(args, m, seed, variant) for m in ("evolving", "grpo")}
+            report["evolving_vs_grpo"].setdefault(variant, {})[seed] = {
+                "runs": runs,
+                **versus(ev, grpo, groups),
+            }
     if start:
         report["modes"]["start"] = {arm: {g: bootstrap([outcomes(start, arm, t)]) for g, t in groups.items()}
                                     for arm in ("with_skill", "no_skill")}  # fmt: skip
@@ -545,6 +550,12 @@ def _pv(d: dict) -> str:
             f"McNemar p {d['mcnemar_p']:.3f} ({d['a_only']} vs {d['b_only']} discordant)")  # fmt: skip
 
 
+def _versus_rows(pairs: list[tuple[str, dict]]) -> list[str]:
+    """Table rows of `versus` results, one per (label, arm)."""
+    return [f"| {name}; {arm.replace('_', ' ')} | {_pv(d[arm].get('trained', {}))} | {_pv(d[arm].get('heldout', {}))} |"
+            for name, d in pairs for arm in ("with_skill", "no_skill")]  # fmt: skip
+
+
 def _host(m: dict | None) -> str:
     """CPU model and ISA of a machine() record; "-" for records from before it named them."""
     c = (m or {}).get("cpu")
@@ -601,16 +612,10 @@ def markdown(r: dict) -> str:
           if x.get("vs_start")]  # fmt: skip
     if vs:
         lines += ["", f"## Each run against the start ({r.get('start', 'start')}), paired on the same games (run vs start)", "",
-                  "| run; arm | trained | held-out |", "|---|---|---|"]  # fmt: skip
-        lines += [f"| {name}; {arm.replace('_', ' ')} | {_pv(d[arm].get('trained', {}))} | {_pv(d[arm].get('heldout', {}))} |"
-                  for name, d in vs for arm in ("with_skill", "no_skill")]  # fmt: skip
-    if vg := [
-        (v, seed, d) for v, seeds in r.get("evolving_vs_grpo", {}).items() for seed, d in seeds.items()
-    ]:
+                  "| run; arm | trained | held-out |", "|---|---|---|", *_versus_rows(vs)]  # fmt: skip
+    if vg := [(f"{v}, seed {seed}", d) for v, seeds in r.get("evolving_vs_grpo", {}).items() for seed, d in seeds.items()]:  # fmt: skip
         lines += ["", "## Evolving against grpo: same start, seed and variant, paired on the same games (evolving vs grpo)", "",
-                  "| variant, seed; arm | trained | held-out |", "|---|---|---|"]  # fmt: skip
-        lines += [f"| {v}, seed {seed}; {arm.replace('_', ' ')} | {_pv(d[arm].get('trained', {}))} | {_pv(d[arm].get('heldout', {}))} |"
-                  for v, seed, d in vg for arm in ("with_skill", "no_skill")]  # fmt: skip
+                  "| variant, seed; arm | trained | held-out |", "|---|---|---|", *_versus_rows(vg)]  # fmt: skip
     if r["transfer"]:
         lines += ["", "## Transfer: the evolving runs' skills given to models not trained with them", "",
                   "| model + skills | trained | held-out |", "|---|---|---|"]  # fmt: skip

@@ -70,8 +70,7 @@ def _learning() -> list[str]:
         off = {str(s) for s in d.get("off_budget", {}).get(mode, [])}  # listed, not pooled: not in this row
         w, s0 = modes[mode]["with_skill"], modes["start"]["with_skill"]
         runs = {seed: r for seed, r in d["runs"].get(mode, {}).items() if str(seed) not in off}
-        paired = "; ".join(f"seed {seed}: {v['diff']:+.3f} [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}], McNemar p "
-                           f"{v['mcnemar_p']:.2f}" for seed, r in runs.items()
+        paired = "; ".join(f"seed {seed}: {_pdiff(v)}" for seed, r in runs.items()
                            if (v := r.get("vs_start", {}).get("with_skill", {}).get("trained")))  # fmt: skip
         when = day(*(r.get("run", "?") + "_online" for r in runs.values()))
         rows.append(f"| {mode} (seed{'s' * (len(runs) > 1)} {', '.join(map(str, runs))}), online protocol with skill: trained / held-out | "
@@ -85,12 +84,8 @@ def _learning() -> list[str]:
             wins = "; ".join(
                 f"seed {s}: {v['a']}/{v['games']} vs {v['b']}/{v['games']}" for s, v in cells.items()
             )
-            diffs = "; ".join(f"seed {s}: {v['diff']:+.3f} [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}], McNemar p "
-                              f"{v['mcnemar_p']:.2f}" for s, v in cells.items())  # fmt: skip
-            keys = [m if variant == "base" else f"{m}-{variant}" for m in ("evolving", "grpo")]  # mode_key
-            runs = [
-                d["runs"].get(k, {}).get(seed, {}).get("run", "?") + "_online" for seed in cells for k in keys
-            ]
+            diffs = "; ".join(f"seed {s}: {_pdiff(v)}" for s, v in cells.items())
+            runs = [name + "_online" for s in cells for name in seeds[s]["runs"].values()]
             rows.append(
                 f"| {name}, online protocol with skill, trained types (paired per seed) | {wins} | grpo | {diffs} | {day(*runs)} |"
             )
@@ -110,8 +105,12 @@ def _learning() -> list[str]:
 
 def _paired_row(measure: str, g: dict, when: str) -> str:
     """One README row of a paired with-skill / no-skill result (learning.py's paired_diff) on the same games."""
-    return (f"| {measure} | {g['with_skill']}/{g['games']} | no skill {g['no_skill']}/{g['games']} | {g['diff']:+.3f} "
-            f"[{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}], McNemar p {g['mcnemar_p']:.2f} | {when} |")  # fmt: skip
+    return f"| {measure} | {g['with_skill']}/{g['games']} | no skill {g['no_skill']}/{g['games']} | {_pdiff(g)} | {when} |"
+
+
+def _pdiff(g: dict) -> str:
+    """A paired difference (learning.py's `paired`): diff [95% interval], McNemar p."""
+    return f"{g['diff']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}], McNemar p {g['mcnemar_p']:.2f}"
 
 
 def _pooled_step_sr(stats: dict) -> tuple[int, int]:

@@ -444,6 +444,7 @@ def test_learning_report_pools_only_runs_with_the_stated_budget(tmp_path, monkey
     report = json.loads((tmp_path / "learning" / "learning.json").read_text())
     vg = report["evolving_vs_grpo"]
     assert list(vg) == ["base"] and list(vg["base"]) == ["0"], "only seed 0 has both modes"
+    assert vg["base"]["0"]["runs"] == {"evolving": learning.run_name(args, "evolving", 0), "grpo": grpo}
     d = vg["base"]["0"]["with_skill"]["trained"]
     assert (d["games"], d["a"], d["b"], d["a_only"], d["b_only"]) == (4, 2, 1, 1, 0), d
     assert report["eval_dates"]["start-e3_online"] == "2026-12-03 10:00 UTC", "each eval read is dated"

@@ -5,8 +5,10 @@ is up. Resume after a SIGKILL of the whole process is tested in tests/test_fault
 """
 
 import json
+import re
 import time
 import urllib.request
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -57,14 +59,21 @@ def scrape(port: int, timeout_s: float = 40.0) -> str:
     return text
 
 
-def test_train_two_iterations(tmp_path, ray_session):
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, ray_session):
+    """One two-iteration run, shared: the train test checks it, the eval test evaluates its checkpoint."""
     from cluster.run import train
 
-    run = tmp_path / "run"
-    overrides = TINY + [f"trainer.run_dir={run}", f"env.data_dir={tmp_path / 'games'}"]
+    tmp = tmp_path_factory.mktemp("e2e")
+    run = tmp / "run"
+    overrides = TINY + [f"trainer.run_dir={run}", f"env.data_dir={tmp / 'games'}"]
     cfg = load_config("configs/quickstart.yaml", overrides)
     assert train(cfg) == 0
+    return cfg, run
 
+
+def test_train_two_iterations(trained):
+    cfg, run = trained
     summary = json.loads((run / "summary.json").read_text())
     assert summary["iteration"] == 2
     assert summary["policy_version"] == 2
@@ -91,3 +100,26 @@ def test_train_two_iterations(tmp_path, ray_session):
     port = ray._private.worker.global_worker.node.metrics_export_port
     assert port == cfg.cluster.metrics_export_port  # the configured port (free: nothing else listens)
     assert "evorl_" in scrape(port)
+
+
+def test_eval_of_a_checkpoint_writes_a_dated_record(trained, tmp_path):
+    """`evorl eval --out`: the trained checkpoint under the online protocol, every game and arm
+    recorded (learning.py pairs them) and the finishing time written (the results tables date it)."""
+    from cluster.run import evaluate_only
+
+    cfg, run = trained
+    out = tmp_path / "eval.json"
+    ckpt = run / "checkpoints" / "iter-00002"
+    assert evaluate_only(cfg, checkpoint=str(ckpt), protocol="online", out=str(out)) == 0
+    record = json.loads(out.read_text())
+    assert record["protocol"] == "online"
+    assert Path(record["model"]).resolve() == (ckpt / "model").resolve(), record["model"]
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC", record["finished"]), record["finished"]
+    episodes = record["episodes"]
+    assert {e["arm"] for e in episodes} == {"with_skill", "no_skill"}
+    per_arm = {
+        arm: sorted(e["task_id"] for e in episodes if e["arm"] == arm) for arm in ("with_skill", "no_skill")
+    }
+    assert per_arm["with_skill"] == per_arm["no_skill"] and len(per_arm["no_skill"]) == 2, per_arm  # paired
+    assert all(isinstance(e["won"], bool) and e["task_type"] and e["split"] == "valid_seen" for e in episodes)
+    assert record["stats"]["eval/protocol_online"] == 1.0
